@@ -1,0 +1,27 @@
+"""Database access for the engine: one small interface, two implementations.
+
+- `plpy_db.PlpyDatabase`: inside PostgreSQL, over PL/Python's `plpy`.
+- a psycopg implementation for the external worker.
+
+Engine SQL is written with `%s` placeholders (psycopg's style); the plpy
+adapter turns them into `$n` parameters of a cached prepared plan.
+"""
+
+
+class Database:
+    """What the engine needs from a database connection."""
+
+    def query(self, sql, *params):
+        """Run `sql`, return its rows as a list of dicts."""
+        raise NotImplementedError
+
+    def execute(self, sql, *params):
+        """Run `sql` for its effect."""
+        self.query(sql, *params)
+
+    def notice(self, message):
+        """Tell the user something (a NOTICE inside PostgreSQL)."""
+
+    def sleep(self, seconds):
+        """Wait, in a way the database can interrupt (query cancel)."""
+        raise NotImplementedError

@@ -1,0 +1,72 @@
+"""The engine's database inside PostgreSQL: a thin adapter over PL/Python's plpy."""
+
+import json
+import re
+
+import plpy
+
+from . import Database
+
+_PLACEHOLDER = re.compile(r"%[s%]")
+
+
+def _pg_type(value):
+    """The parameter type to declare for a Python value (plpy needs one)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "bigint"
+    if isinstance(value, float):
+        return "double precision"
+    if isinstance(value, (dict, JsonParam)):
+        return "jsonb"
+    if isinstance(value, (list, tuple)):
+        inner = _pg_type(value[0]) if value else "text"
+        return inner + "[]"
+    return "text"
+
+
+class JsonParam:
+    """Marks a value to be sent as jsonb."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _to_plpy(value):
+    if isinstance(value, (dict, JsonParam)):
+        return json.dumps(value.value if isinstance(value, JsonParam) else value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+class PlpyDatabase(Database):
+    """Runs engine SQL through SPI, in the calling backend's transaction."""
+
+    def __init__(self):
+        self._plans = {}
+
+    def query(self, sql, *params):
+        types = tuple(_pg_type(p) for p in params)
+        plan = self._plan(sql, types)
+        rows = plpy.execute(plan, [_to_plpy(p) for p in params]) if params else plpy.execute(plan)
+        return [dict(row) for row in rows]
+
+    def _plan(self, sql, types):
+        key = (sql, types)
+        plan = self._plans.get(key)
+        if plan is None:
+            counter = iter(range(1, len(types) + 1))
+            numbered = _PLACEHOLDER.sub(
+                lambda m: "%" if m.group() == "%%" else f"${next(counter)}", sql)
+            plan = plpy.prepare(numbered, list(types))
+            self._plans[key] = plan
+        return plan
+
+    def notice(self, message):
+        plpy.notice(message)
+
+    def sleep(self, seconds):
+        # pg_sleep checks for interrupts, so a query cancel stops the wait.
+        plpy.execute(f"SELECT pg_catalog.pg_sleep({float(seconds)!r})")

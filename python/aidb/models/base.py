@@ -1,0 +1,151 @@
+"""What every embedding provider shares: splitting inputs into batches,
+sending them concurrently, retrying transient failures with backoff.
+
+A provider subclass only says how to send ONE batch (`_embed_batch`) and how
+to check its configuration (`validate`).
+"""
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import ModelError, PIPELINE_PERMANENT, RECORD_PERMANENT, RECORD_TEMPORARY
+from ..redact import redact
+from .retry import RetryPolicy, TransientFailure
+
+# Signals PostgreSQL handles; request threads block them so that the kernel
+# delivers them to the backend's main thread, where PostgreSQL expects them.
+_POSTGRES_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGURG,
+                     signal.SIGCHLD, signal.SIGPIPE}
+
+
+def _block_postgres_signals():
+    signal.pthread_sigmask(signal.SIG_BLOCK, _POSTGRES_SIGNALS)
+
+
+class EmbeddingModel:
+    """Base class of the embedding providers."""
+
+    provider = None                 # the provider name used in create_model
+    default_max_batch_size = 64
+    default_max_concurrent_requests = 1
+
+    def __init__(self, name, config, credentials=None):
+        self.name = name
+        self.config = config
+        self.credentials = credentials or {}
+        self.max_batch_size = config.get("max_batch_size", self.default_max_batch_size)
+        self.max_concurrent = config.get("max_concurrent_requests",
+                                         self.default_max_concurrent_requests)
+        self.retry_policy = RetryPolicy(max_retries=config.get("max_retries", 5))
+        self.sleep = time.sleep     # PL/Python swaps in an interruptible sleep
+        self._pool = None
+
+    # --- what a provider implements -------------------------------------------------
+
+    @classmethod
+    def validate(cls, name, config, credentials):
+        """Check and normalise `config`; raise InvalidInput on a bad value."""
+        raise NotImplementedError
+
+    @property
+    def dimensions(self):
+        """Length of the vectors this model returns, if known without a call."""
+        return self.config.get("dimensions")
+
+    def _embed_batch(self, texts):
+        """Embed one batch; raise TransientFailure to have it retried."""
+        raise NotImplementedError
+
+    # --- shared behaviour --------------------------------------------------------------
+
+    def embed(self, texts):
+        """Vectors for `texts`, in order: batched, concurrent, retried."""
+        texts = list(texts)
+        if not texts:
+            return []
+        batches = [texts[i:i + self.max_batch_size]
+                   for i in range(0, len(texts), self.max_batch_size)]
+        results = [None] * len(batches)
+        pending = list(range(len(batches)))
+        for attempt in range(self.retry_policy.max_retries + 1):
+            failures = self._send(batches, pending, results)
+            if not failures:
+                return [vector for batch in results for vector in batch]
+            pending = [index for index, _ in failures]
+            if attempt < self.retry_policy.max_retries:
+                retry_after = max((f.retry_after or 0 for _, f in failures), default=0) or None
+                self.sleep(self.retry_policy.delay(attempt, retry_after))
+        raise self.error(
+            f"gave up after {self.retry_policy.max_retries + 1} attempts: {failures[0][1].message}",
+            category=RECORD_TEMPORARY,
+            hint="The provider is failing or overloaded; the work stays queued and is retried later.")
+
+    def _send(self, batches, pending, results):
+        """Send the pending batches (concurrently if allowed); fill `results`
+        and return the (index, TransientFailure) pairs that should be retried."""
+        if len(pending) == 1 or self.max_concurrent <= 1:
+            outcomes = [self._attempt(batches[i]) for i in pending]
+        else:
+            outcomes = list(self._thread_pool().map(self._attempt, [batches[i] for i in pending]))
+        failures = []
+        for index, outcome in zip(pending, outcomes):
+            if isinstance(outcome, TransientFailure):
+                failures.append((index, outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                self._check_shape(batches[index], outcome)
+                results[index] = outcome
+        return failures
+
+    def _attempt(self, texts):
+        """One try at one batch; exceptions are returned, not raised, so the
+        caller sees every batch's outcome."""
+        try:
+            return self._embed_batch(texts)
+        except (TransientFailure, Exception) as exc:   # noqa: B014 (explicit on purpose)
+            return exc
+
+    def _check_shape(self, texts, vectors):
+        if len(vectors) != len(texts):
+            raise self.error(f"returned {len(vectors)} vectors for {len(texts)} inputs")
+        expected = self.dimensions
+        if expected and any(len(v) != expected for v in vectors):
+            raise self.error(f"returned vectors of {len(vectors[0])} dimensions, "
+                             f"but its configuration says {expected}",
+                             hint="Fix the model's \"dimensions\" setting.")
+
+    def _thread_pool(self):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.max_concurrent,
+                                            thread_name_prefix=f"aidb-{self.name}",
+                                            initializer=_block_postgres_signals)
+        return self._pool
+
+    def http_failure(self, status, message, retry_after=None):
+        """Turn an HTTP error status into what the engine does about it:
+        retry (429, 408, 5xx), skip the record (other 4xx), or block the
+        pipeline (401/403 rejected credentials, 404 unknown model or URL)."""
+        if status in (408, 409, 429) or status >= 500:
+            return TransientFailure(f"HTTP {status}: {redact(message)}", retry_after)
+        if status in (401, 403):
+            return self.error(f"the provider rejected the credentials (HTTP {status}): {message}",
+                              category=PIPELINE_PERMANENT,
+                              hint="Fix them with create_model(..., replace_credentials => true).")
+        if status == 404:
+            return self.error(f"the provider does not know this model or URL (HTTP 404): {message}",
+                              category=PIPELINE_PERMANENT,
+                              hint="Check the model's \"model\" and \"url\" settings.")
+        return self.error(f"the provider rejected the input (HTTP {status}): {message}",
+                          category=RECORD_PERMANENT)
+
+    def error(self, cause, **kwargs):
+        """A ModelError that names this model and never shows a secret."""
+        return ModelError(f'model "{self.name}": {redact(cause)}', **kwargs)
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,70 @@
+"""Provider `ollama_embeddings`: Ollama's native API (POST /api/embed) over httpx."""
+
+import httpx
+
+from .base import EmbeddingModel
+from .config import ConfigChecker, check_credentials, resolve_api_key
+from .retry import TransientFailure, parse_retry_after
+from ..redact import remember_secret
+
+DEFAULT_URL = "http://127.0.0.1:11434"
+SETTINGS = ("model", "url", "dimensions", "max_batch_size", "max_concurrent_requests",
+            "timeout", "max_retries", "keep_alive")
+
+
+class OllamaEmbeddings(EmbeddingModel):
+    provider = "ollama_embeddings"
+    default_max_batch_size = 64
+    default_max_concurrent_requests = 1   # a local Ollama serves one request at a time
+
+    @classmethod
+    def validate(cls, name, config, credentials):
+        check = ConfigChecker(name, cls.provider, config, SETTINGS)
+        check.text("model", required=True)
+        check.url("url", DEFAULT_URL)
+        check.positive_int("dimensions", maximum=16000)
+        check.positive_int("max_batch_size", cls.default_max_batch_size, maximum=2048)
+        check.positive_int("max_concurrent_requests", cls.default_max_concurrent_requests,
+                           maximum=64)
+        check.positive_number("timeout", 120)
+        check.positive_int("max_retries", 5, maximum=20)
+        check.text("keep_alive")
+        check_credentials(name, credentials)   # for an Ollama behind an authenticating proxy
+        return check.config
+
+    def __init__(self, name, config, credentials=None):
+        super().__init__(name, config, credentials)
+        api_key = resolve_api_key(name, self.credentials)
+        remember_secret(api_key)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=config["url"], headers=headers,
+                                   timeout=config["timeout"])
+
+    def _embed_batch(self, texts):
+        body = {"model": self.config["model"], "input": texts}
+        if "keep_alive" in self.config:
+            body["keep_alive"] = self.config["keep_alive"]
+        try:
+            response = self.client.post("/api/embed", json=body)
+        except httpx.TimeoutException:
+            raise TransientFailure(f"no answer within {self.config['timeout']} s") from None
+        except httpx.TransportError as exc:
+            raise TransientFailure(f"connection failed: {exc}") from None
+        if response.status_code != 200:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise self.http_failure(response.status_code, _error_message(response), retry_after)
+        embeddings = response.json().get("embeddings")
+        if not isinstance(embeddings, list):
+            raise self.error("the answer of /api/embed has no \"embeddings\" list")
+        return embeddings
+
+    def close(self):
+        super().close()
+        self.client.close()
+
+
+def _error_message(response):
+    try:
+        return str(response.json().get("error") or response.text)
+    except ValueError:
+        return response.text[:200]

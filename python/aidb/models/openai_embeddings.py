@@ -1,0 +1,87 @@
+"""Provider `openai_embeddings`: OpenAI's /v1/embeddings, and any server that
+speaks it (vLLM, TEI, LiteLLM, Ollama's /v1), through the official SDK."""
+
+import httpx
+import openai
+
+from ..redact import remember_secret
+from .base import EmbeddingModel
+from .config import ConfigChecker, check_credentials, resolve_api_key
+from .retry import TransientFailure, parse_retry_after
+
+DEFAULT_URL = "https://api.openai.com/v1"
+
+# Output sizes of OpenAI's own models, so that a pipeline can size its
+# destination column without a round trip.
+KNOWN_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+SETTINGS = ("model", "url", "dimensions", "max_batch_size", "max_concurrent_requests",
+            "timeout", "max_retries")
+
+
+class OpenAIEmbeddings(EmbeddingModel):
+    provider = "openai_embeddings"
+    default_max_batch_size = 256
+    default_max_concurrent_requests = 4
+
+    @classmethod
+    def validate(cls, name, config, credentials):
+        check = ConfigChecker(name, cls.provider, config, SETTINGS)
+        check.text("model", required=True)
+        check.url("url", DEFAULT_URL)
+        check.positive_int("dimensions", maximum=16000)
+        check.positive_int("max_batch_size", cls.default_max_batch_size, maximum=2048)
+        check.positive_int("max_concurrent_requests", cls.default_max_concurrent_requests,
+                           maximum=64)
+        check.positive_number("timeout", 60)
+        check.positive_int("max_retries", 5, maximum=20)
+        check_credentials(name, credentials)
+        return check.config
+
+    def __init__(self, name, config, credentials=None):
+        super().__init__(name, config, credentials)
+        api_key = resolve_api_key(name, self.credentials)
+        remember_secret(api_key)
+        # Retries are ours (base.EmbeddingModel), so the SDK must not add its own.
+        self.client = openai.OpenAI(
+            api_key=api_key or "",
+            base_url=config["url"],
+            max_retries=0,
+            timeout=config["timeout"],
+            http_client=httpx.Client(timeout=config["timeout"]),
+        )
+
+    @property
+    def dimensions(self):
+        return self.config.get("dimensions") or KNOWN_DIMENSIONS.get(self.config["model"])
+
+    def _embed_batch(self, texts):
+        extra = {}
+        if self.config.get("dimensions"):
+            extra["dimensions"] = self.config["dimensions"]
+        try:
+            response = self.client.embeddings.create(
+                model=self.config["model"], input=texts, **extra)
+        except openai.APIStatusError as exc:
+            retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+            raise self.http_failure(exc.status_code, _error_message(exc), retry_after) from None
+        except openai.APITimeoutError:
+            raise TransientFailure(f"no answer within {self.config['timeout']} s") from None
+        except openai.APIConnectionError as exc:
+            raise TransientFailure(f"connection failed: {exc.__cause__ or exc}") from None
+        ordered = sorted(response.data, key=lambda item: item.index)
+        return [list(item.embedding) for item in ordered]
+
+    def close(self):
+        super().close()
+        self.client.close()
+
+
+def _error_message(exc):
+    """The provider's own error message, without the SDK's decoration."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return str(body.get("message") or exc.message)
