@@ -31,8 +31,9 @@ def sql_entry(function):
         except plpy.SPIError:
             raise
         except AidbError as exc:
-            plpy.error(redact(exc.message), detail=exc.detail and redact(exc.detail),
-                       hint=exc.hint, sqlstate=exc.sqlstate)
+            extra = {"detail": exc.detail and redact(exc.detail), "hint": exc.hint}
+            plpy.error(redact(exc.message), sqlstate=exc.sqlstate,
+                       **{key: value for key, value in extra.items() if value})
         except Exception as exc:  # noqa: BLE001 — the last line of defence
             plpy.error(f"aidb internal error: {type(exc).__name__}: {redact(exc)}",
                        hint="This is a bug in aidb; please report it with the statement.")

@@ -7,8 +7,9 @@ expects for any input without talking to the server. Standard library only.
 Vector recipe (keep it stable: stored expectations and benchmarks depend on it):
   seed   = sha256(utf8(model + "\\0" + text))
   stream = sha256(seed + be32(0)) || sha256(seed + be32(1)) || ...   (32 bytes each)
-  x_i    = le_uint32(stream[4i : 4i+4]) / 2**31 - 1                  (in [-1, 1))
+  x_i    = le_int32(stream[4i : 4i+4]) / 2**31                        (in [-1, 1))
   result = x / ||x||_2                                               (unit length)
+(The 2**31 scale cancels in the normalisation, so the code skips it.)
 """
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ import math
 import struct
 
 _BLOCK_BYTES = 32                       # one sha256 digest
-_FLOATS_PER_BLOCK = _BLOCK_BYTES // 4   # one float per 4-byte chunk
-_SCALE = 1.0 / 2**31                    # maps a uint32 to [0, 2)
 
 
 def _utf8(text: str) -> bytes:
@@ -30,7 +29,7 @@ def _byte_stream(seed: bytes, nbytes: int) -> bytes:
     """At least nbytes pseudo-random bytes: sha256(seed + counter) blocks, concatenated."""
     blocks = -(-nbytes // _BLOCK_BYTES)
     sha = hashlib.sha256
-    return b"".join(sha(seed + i.to_bytes(4, "big")).digest() for i in range(blocks))
+    return b"".join([sha(seed + i.to_bytes(4, "big")).digest() for i in range(blocks)])
 
 
 def fake_embedding(text: str, dims: int, model: str = "") -> list[float]:
@@ -38,12 +37,12 @@ def fake_embedding(text: str, dims: int, model: str = "") -> list[float]:
     if dims < 1:
         raise ValueError(f"dims must be >= 1, got {dims}")
     seed = hashlib.sha256(_utf8(model) + b"\0" + _utf8(text)).digest()
-    raw = struct.unpack_from(f"<{dims}I", _byte_stream(seed, dims * 4))
-    vec = [u * _SCALE - 1.0 for u in raw]
-    norm = math.hypot(*vec)
-    if norm == 0.0:  # every chunk was exactly 2**31: astronomically unlikely
+    ints = struct.unpack_from(f"<{dims}i", _byte_stream(seed, dims * 4))
+    norm = math.hypot(*ints)
+    if norm == 0.0:  # every chunk was zero: astronomically unlikely
         return [1.0] + [0.0] * (dims - 1)
-    return [x / norm for x in vec]
+    scale = 1.0 / norm
+    return [x * scale for x in ints]
 
 
 def token_count(text: str) -> int:

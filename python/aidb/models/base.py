@@ -77,10 +77,11 @@ class EmbeddingModel:
             if attempt < self.retry_policy.max_retries:
                 retry_after = max((f.retry_after or 0 for _, f in failures), default=0) or None
                 self.sleep(self.retry_policy.delay(attempt, retry_after))
+        attempts = self.retry_policy.max_retries + 1
         raise self.error(
-            f"gave up after {self.retry_policy.max_retries + 1} attempts: {failures[0][1].message}",
+            f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {failures[0][1].message}",
             category=RECORD_TEMPORARY,
-            hint="The provider is failing or overloaded; the work stays queued and is retried later.")
+            hint="The provider is failing or overloaded; try again later.")
 
     def _send(self, batches, pending, results):
         """Send the pending batches (concurrently if allowed); fill `results`

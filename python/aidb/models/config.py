@@ -38,11 +38,12 @@ class ConfigChecker:
         self._set(key, value)
         return value
 
-    def positive_int(self, key, default=None, maximum=None):
+    def positive_int(self, key, default=None, maximum=None, minimum=1):
         value = self.config.get(key, default)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise self.invalid(f'"{key}" must be a positive integer, not {value!r}')
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+                raise self.invalid(f'"{key}" must be {kind}, not {value!r}')
             if maximum is not None and value > maximum:
                 raise self.invalid(f'"{key}" must be at most {maximum}, not {value!r}')
         self._set(key, value)

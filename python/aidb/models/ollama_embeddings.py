@@ -27,7 +27,7 @@ class OllamaEmbeddings(EmbeddingModel):
         check.positive_int("max_concurrent_requests", cls.default_max_concurrent_requests,
                            maximum=64)
         check.positive_number("timeout", 120)
-        check.positive_int("max_retries", 5, maximum=20)
+        check.positive_int("max_retries", 5, maximum=20, minimum=0)
         check.text("keep_alive")
         check_credentials(name, credentials)   # for an Ollama behind an authenticating proxy
         return check.config

@@ -38,7 +38,7 @@ class OpenAIEmbeddings(EmbeddingModel):
         check.positive_int("max_concurrent_requests", cls.default_max_concurrent_requests,
                            maximum=64)
         check.positive_number("timeout", 60)
-        check.positive_int("max_retries", 5, maximum=20)
+        check.positive_int("max_retries", 5, maximum=20, minimum=0)
         check_credentials(name, credentials)
         return check.config
 
