@@ -21,11 +21,11 @@ import openai
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:  # `support` lives next to this file
-    sys.path.insert(0, str(TESTS_DIR))
+if str(TESTS_DIR.parent) not in sys.path:  # import as tests.support, like conftest.py
+    sys.path.insert(0, str(TESTS_DIR.parent))
 
-from support.fake_vectors import fake_completion, fake_embedding, token_count  # noqa: E402
-from support.model_server import ModelServer, ModelServerControl  # noqa: E402
+from tests.support.fake_vectors import fake_completion, fake_embedding, token_count  # noqa: E402
+from tests.support.model_server import ModelServer, ModelServerControl  # noqa: E402
 
 SERVER_SCRIPT = TESTS_DIR / "support" / "model_server.py"
 KEY = "test-key"

@@ -12,9 +12,15 @@ import json
 import plpy
 
 from .db.plpy_db import PlpyDatabase
-from .errors import AidbError
+from .errors import AidbError, ModelError
 from .models import ModelCache
 from .models import store as model_store
+from .pipeline import manage as pipeline_manage
+from .pipeline import runner as pipeline_runner
+from .pipeline.batch import process_keys
+from .pipeline.definition import load_pipeline, load_pipeline_by_id
+from .pipeline.queries import BatchQueries
+from .pgvector import vector_literal
 from .redact import redact
 
 db = PlpyDatabase()
@@ -39,11 +45,6 @@ def sql_entry(function):
                        hint="This is a bug in aidb; please report it with the statement.")
 
     return wrapper
-
-
-def vector_literal(values):
-    """pgvector's text form of a vector."""
-    return "[" + ",".join(map(str, values)) + "]"
 
 
 def model_for(name):
@@ -74,3 +75,103 @@ def encode_text_batch(model_name, texts):
     present = [t for t in texts if t is not None]
     vectors = iter(model_for(model_name).embed(present))
     return [None if t is None else vector_literal(next(vectors)) for t in texts]
+
+
+# --- pipelines ---------------------------------------------------------------------------
+
+def _steps_from_args(args):
+    """[(operation, options)] from step_1 .. step_10 and their options."""
+    steps = []
+    for n in range(1, 11):
+        operation = args.get(f"step_{n}")
+        if operation is not None:
+            options = args.get(f"step_{n}_options")
+            steps.append((operation, json.loads(options) if options else {}))
+        elif args.get(f"step_{n}_options") is not None:
+            raise AidbError(f"step_{n}_options is given but step_{n} is not",
+                            sqlstate="22023")
+    return steps
+
+
+_create_pipeline_parameters = []
+
+
+def _named_arguments(function, values):
+    """PL/Python passes arguments as a list; name them from the catalog."""
+    if not _create_pipeline_parameters:
+        _create_pipeline_parameters.extend(plpy.execute(
+            "SELECT proargnames FROM pg_catalog.pg_proc "
+            f"WHERE oid = 'aidb.{function}'::regproc")[0]["proargnames"])
+    return dict(zip(_create_pipeline_parameters, values))
+
+
+@sql_entry
+def create_pipeline(values):
+    args = _named_arguments("create_pipeline", values)
+    args["steps"] = _steps_from_args(args)
+    pipeline = pipeline_manage.create_pipeline(db, args, model_for)
+    pending = db.query(BatchQueries(pipeline).pending_keys)[0]["n"]
+    if pipeline.auto_processing == "Live":
+        _drain(pipeline)
+    elif pipeline.auto_processing == "Disabled" and pending:
+        db.notice(f'pipeline "{pipeline.name}" created with {pending} keys to process; '
+                  f"run SELECT aidb.run_pipeline('{pipeline.name}') to process them")
+
+
+@sql_entry
+def update_pipeline(name, auto_processing, batch_size, background_sync_interval):
+    pipeline = pipeline_manage.update_pipeline(db, name, auto_processing, batch_size,
+                                               background_sync_interval)
+    if auto_processing == "Live":
+        _drain(pipeline)       # Live has no backlog: catch up now
+
+
+@sql_entry
+def delete_pipeline(name, drop_destination):
+    pipeline_manage.delete_pipeline(db, name, drop_destination)
+
+
+@sql_entry
+def run_pipeline(name):
+    _drain(load_pipeline(db, name))
+
+
+def _drain(pipeline):
+    summary = pipeline_runner.run_pipeline(db, pipeline, model_for)
+    if summary.error is not None:
+        plpy.warning(f'pipeline "{pipeline.name}" stopped: {redact(summary.error.message)}',
+                     hint="The unprocessed keys stay queued; see aidb.pipeline_errors.")
+    if summary.processed:
+        db.notice(f'pipeline "{pipeline.name}": {summary.processed} keys processed '
+                  f"({summary.embedded} embedded, {summary.removed} removed, "
+                  f"{summary.failed} failed) in {summary.seconds:.1f} s")
+
+
+@sql_entry
+def reconcile_pipeline(name):
+    return pipeline_runner.reconcile(db, load_pipeline(db, name))
+
+
+@sql_entry
+def process_live(pipeline_id, keys):
+    """Called by a Live pipeline's capture trigger, inside the writing transaction."""
+    pipeline = load_pipeline_by_id(db, pipeline_id)
+    try:
+        process_keys(db, pipeline, keys, model_for)
+    except ModelError as exc:
+        raise AidbError(f'Live pipeline "{pipeline.name}" could not process the change: {exc.message}',
+                        hint="The statement was rolled back; retry it, or switch the pipeline to "
+                             "Background with aidb.update_pipeline().") from None
+
+
+@sql_entry
+def run_batch_for_worker(pipeline_id):
+    """One batch for a background worker (which commits after each call);
+    returns the number of keys processed, or -1 when the pipeline is blocked."""
+    pipeline = load_pipeline_by_id(db, pipeline_id)
+    if pipeline is None:
+        return 0
+    if pipeline.source_kind == "view":
+        pipeline_runner.reconcile(db, pipeline)
+    summary = pipeline_runner.run_pipeline(db, pipeline, model_for, max_batches=1, progress=False)
+    return -1 if summary.error is not None else summary.processed

@@ -19,6 +19,10 @@ class Database:
         """Run `sql` for its effect."""
         self.query(sql, *params)
 
+    def savepoint(self):
+        """A context manager: a subtransaction, rolled back if the block raises."""
+        raise NotImplementedError
+
     def notice(self, message):
         """Tell the user something (a NOTICE inside PostgreSQL)."""
 

@@ -64,6 +64,9 @@ class PlpyDatabase(Database):
             self._plans[key] = plan
         return plan
 
+    def savepoint(self):
+        return plpy.subtransaction()
+
     def notice(self, message):
         plpy.notice(message)
 

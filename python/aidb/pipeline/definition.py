@@ -1,0 +1,83 @@
+"""A pipeline as registered, with every identifier resolved from the catalogs
+and quoted, ready for the SQL builders."""
+
+import json
+from dataclasses import dataclass
+
+from ..errors import AidbError, UNDEFINED_OBJECT
+
+
+def quote_ident(name):
+    """SQL identifier quoting, always (names with capitals, spaces, quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class Pipeline:
+    id: int
+    name: str
+    source_kind: str            # 'table' or 'view'
+    source: str                 # schema-qualified, quoted
+    key_column: str             # quoted
+    data_column: str            # quoted
+    key_type: str               # as format_type() spells it
+    source_filter: str | None
+    destination: str            # schema-qualified, quoted
+    steps: list
+    auto_processing: str
+    batch_size: int
+    owner_role: str
+
+    @property
+    def backlog(self):
+        return f'aidb."_backlog_{self.id}"'
+
+    @property
+    def state(self):
+        return f'aidb."_state_{self.id}"'
+
+    @property
+    def capture_function(self):
+        return f'aidb."_capture_{self.id}"'
+
+
+_LOAD = """
+SELECT p.id, p.name, p.source_kind, p.source_filter, p.steps::text AS steps,
+       p.auto_processing, p.batch_size, p.owner_role::text AS owner_role,
+       p.source_key_column, p.source_data_column,
+       format('%%I.%%I', sn.nspname, s.relname) AS source,
+       format('%%I.%%I', dn.nspname, d.relname) AS destination,
+       format_type(a.atttypid, a.atttypmod) AS key_type
+FROM aidb.pipeline_registry p
+JOIN pg_catalog.pg_class s ON s.oid = p.source
+JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_catalog.pg_class d ON d.oid = p.destination
+JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = p.source AND a.attname = p.source_key_column
+WHERE {condition}
+"""
+
+
+def _from_row(row):
+    return Pipeline(
+        id=row["id"], name=row["name"], source_kind=row["source_kind"], source=row["source"],
+        key_column=quote_ident(row["source_key_column"]),
+        data_column=quote_ident(row["source_data_column"]),
+        key_type=row["key_type"], source_filter=row["source_filter"],
+        destination=row["destination"], steps=json.loads(row["steps"]),
+        auto_processing=row["auto_processing"], batch_size=row["batch_size"],
+        owner_role=row["owner_role"])
+
+
+def load_pipeline(db, name):
+    """The pipeline called `name`; a clear error if there is none."""
+    rows = db.query(_LOAD.format(condition="p.name = %s"), name)
+    if not rows:
+        raise AidbError(f'pipeline "{name}" does not exist', sqlstate=UNDEFINED_OBJECT,
+                        hint="See SELECT name FROM aidb.pipelines.")
+    return _from_row(rows[0])
+
+
+def load_pipeline_by_id(db, pipeline_id):
+    rows = db.query(_LOAD.format(condition="p.id = %s"), pipeline_id)
+    return _from_row(rows[0]) if rows else None

@@ -1,0 +1,172 @@
+"""create_pipeline, update_pipeline and delete_pipeline.
+
+Every check runs before the first write, and everything happens in the
+caller's transaction, so bad input changes nothing. Creation order matters:
+the capture triggers exist before the existing rows are enqueued, and
+CREATE TRIGGER's lock holds writers back until we commit, so no change is
+missed in between."""
+
+import json
+
+from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE
+from . import capture, destination
+from .definition import load_pipeline, load_pipeline_by_id
+from .queries import BatchQueries, filter_expression
+from .source import resolve_source
+from .steps import knowledge_base_of, validate_steps
+
+MODES = ("Live", "Background", "Disabled")
+
+
+def create_pipeline(db, args, model_loader):
+    """`args` holds create_pipeline's arguments by name; returns the pipeline."""
+    _check_name(db, args["name"])
+    _check_settings(db, args["auto_processing"], args["batch_size"], args["background_sync_interval"])
+    owner = _check_owner(db, args["owner_role"])
+    src = resolve_source(db, args["source"], args["source_key_column"],
+                         args["source_data_column"], owner)
+    steps = validate_steps(args["steps"])
+    dimensions = _model_dimensions(db, steps, model_loader)
+    _check_filter(db, src, args["source_filter"])
+    key_type = db.query("SELECT pg_catalog.format_type(atttypid, atttypmod) AS t FROM pg_catalog.pg_attribute "
+                        "WHERE attrelid = %s::oid AND attname = %s", src.oid, src.key_column)[0]["t"]
+    columns = destination.expected_columns(key_type, dimensions)
+    schema, table, dest_oid = destination.resolve_destination(db, args["name"], args["destination"],
+                                                              src.schema)
+    if dest_oid is not None:
+        destination.check_existing(db, dest_oid, f"{schema}.{table}", columns)
+        dest_name = dest_oid
+    else:
+        dest_name = destination.create(db, schema, table, columns, owner)
+    pipeline_id = db.query("""
+        INSERT INTO aidb.pipeline_registry
+            (name, source, source_kind, source_key_column, source_data_column, source_filter,
+             destination, steps, auto_processing, batch_size, background_sync_interval, owner_role)
+        VALUES (%s, %s::oid::regclass, %s, %s, %s, %s, %s::regclass, %s::jsonb, %s, %s, %s::interval, %s::regrole)
+        RETURNING id""", args["name"], src.oid, src.kind, src.key_column, src.data_column,
+                           args["source_filter"], str(dest_name), _json(steps), args["auto_processing"],
+                           args["batch_size"], args["background_sync_interval"], owner)[0]["id"]
+    pipeline = load_pipeline_by_id(db, pipeline_id)
+    install_objects(db, pipeline)
+    if pipeline.source_kind == "table":
+        for statement in capture.create_triggers_sql(pipeline):
+            db.execute(statement)
+    db.execute(BatchQueries(pipeline).enqueue_all)
+    return pipeline
+
+
+def install_objects(db, pipeline):
+    """Backlog, state and (tables) the capture function, via the narrow
+    SECURITY DEFINER helper; the capture body depends on the mode."""
+    body = capture.capture_function_body(pipeline, live=pipeline.auto_processing == "Live")
+    db.execute("SELECT aidb._install_pipeline_objects(%s::int, %s)", pipeline.id, body)
+
+
+def update_pipeline(db, name, auto_processing, batch_size, background_sync_interval):
+    """Change how a pipeline runs; NULL arguments keep their value."""
+    pipeline = load_pipeline(db, name)
+    _check_may_change(db, pipeline)
+    _check_settings(db, auto_processing, batch_size, background_sync_interval)
+    db.execute("""
+        UPDATE aidb.pipeline_registry
+        SET auto_processing = coalesce(%s, auto_processing),
+            batch_size = coalesce(%s, batch_size),
+            background_sync_interval = coalesce(%s::interval, background_sync_interval)
+        WHERE id = %s""", auto_processing, batch_size, background_sync_interval, pipeline.id)
+    updated = load_pipeline_by_id(db, pipeline.id)
+    if updated.auto_processing != pipeline.auto_processing and updated.source_kind == "table":
+        install_objects(db, updated)
+    return updated
+
+
+def delete_pipeline(db, name, drop_destination):
+    """Remove triggers, backlog, state and bookkeeping; keep the destination
+    table unless asked to drop it."""
+    pipeline = load_pipeline(db, name)
+    _check_may_change(db, pipeline)
+    if pipeline.source_kind == "table":
+        for statement in capture.drop_triggers_sql(pipeline):
+            db.execute(statement)
+    db.execute("SELECT aidb._drop_pipeline_objects(%s::int)", pipeline.id)
+    db.execute("DELETE FROM aidb.pipeline_registry WHERE id = %s", pipeline.id)
+    if drop_destination:
+        db.execute(f"DROP TABLE {pipeline.destination}")
+
+
+# --- checks ----------------------------------------------------------------------------
+
+
+def _check_name(db, name):
+    valid = (name and len(name.encode()) <= 63 and (name[0].isalpha() or name[0] == "_")
+             and all(ch.isalnum() or ch in "_$" for ch in name))
+    if not valid:
+        raise InvalidInput(f"invalid pipeline name {name!r}",
+                           hint="Use an identifier: a letter or underscore, then letters, digits "
+                                "or underscores, at most 63 bytes.")
+    if db.query("SELECT 1 FROM aidb.pipeline_registry WHERE name = %s", name):
+        raise AidbError(f'pipeline "{name}" already exists', sqlstate=DUPLICATE_OBJECT,
+                        hint="Choose another name, or aidb.delete_pipeline() the old one first.")
+
+
+def _check_settings(db, auto_processing, batch_size, interval):
+    if auto_processing is not None and auto_processing not in MODES:
+        raise InvalidInput(f"auto_processing cannot be {auto_processing!r}",
+                           hint="Use 'Live', 'Background' or 'Disabled'.")
+    if batch_size is not None and not 1 <= batch_size <= 10000:
+        raise InvalidInput(f"batch_size must be between 1 and 10000, not {batch_size}")
+    if interval is not None and not db.query(
+            "SELECT %s::interval BETWEEN '1 second' AND '2 days' AS ok", str(interval))[0]["ok"]:
+        raise InvalidInput(f"background_sync_interval must be between 1 second and 2 days, "
+                           f"not {interval}")
+
+
+def _check_owner(db, owner_role):
+    rows = db.query("SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s", owner_role)
+    if not rows:
+        raise AidbError(f'role "{owner_role}" does not exist', sqlstate="42704")
+    if not db.query("SELECT pg_catalog.pg_has_role(%s, 'MEMBER') AS ok", owner_role)[0]["ok"]:
+        raise AidbError(f'permission denied to create a pipeline owned by role "{owner_role}"',
+                        sqlstate=INSUFFICIENT_PRIVILEGE,
+                        hint="You must be a member of the owner role.")
+    return owner_role
+
+
+def _check_may_change(db, pipeline):
+    if not db.query("SELECT pg_catalog.pg_has_role(%s, 'MEMBER') AS ok", pipeline.owner_role)[0]["ok"]:
+        raise AidbError(f'permission denied for pipeline "{pipeline.name}"',
+                        sqlstate=INSUFFICIENT_PRIVILEGE,
+                        detail=f"It belongs to role {pipeline.owner_role}.")
+
+
+def _model_dimensions(db, steps, model_loader):
+    """Vector size of the KnowledgeBase model (None: no KnowledgeBase step);
+    asks the provider once when the model's configuration does not say."""
+    options = knowledge_base_of(steps)
+    if options is None:
+        return None
+    model = model_loader(options["model"])
+    return model.dimensions or len(model.embed(["aidb dimension probe"])[0])
+
+
+def _check_filter(db, src, source_filter):
+    """The filter must be one boolean expression over the source's columns.
+    Planning it (never running it) finds syntax errors, unknown columns and
+    anything that is not a single expression."""
+    if source_filter is None:
+        return
+    try:
+        with db.savepoint():
+            db.query(f"SELECT {filter_expression(source_filter)}::boolean AS ok "
+                     f"FROM {src.qualified} LIMIT 0")
+    except Exception as exc:  # noqa: BLE001 — reported with the filter
+        raise InvalidInput(f"invalid source_filter {source_filter!r}: {_first_line(exc)}",
+                           hint="Give a boolean SQL expression over the source's columns, "
+                                "such as: published_time IS NOT NULL.") from None
+
+
+def _first_line(exc):
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _json(value):
+    return json.dumps(value)

@@ -1,0 +1,109 @@
+"""Checks on a pipeline's source: what it is, its key and data columns, and
+whether the pipeline's owner may read it."""
+
+from dataclasses import dataclass
+
+from .definition import quote_ident
+from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT
+
+# relkind -> our source kind. Materialized views cannot carry triggers, so
+# they are reconciled by content hash like views.
+SOURCE_KINDS = {"r": "table", "p": "table", "v": "view", "m": "view", "f": "view"}
+
+
+@dataclass
+class Source:
+    oid: int
+    name: str            # as the user wrote it, for messages
+    kind: str
+    schema: str
+    qualified: str       # schema-qualified and quoted
+    key_column: str
+    data_column: str
+
+
+def resolve_source(db, name, key_column, data_column, owner_role):
+    """A checked Source; every failure names the object and what to do."""
+    rows = db.query("SELECT c.oid::int AS oid, c.relkind::text AS relkind, n.nspname, "
+                    "format('%%I.%%I', n.nspname, c.relname) AS qualified "
+                    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.oid = pg_catalog.to_regclass(%s)", name)
+    if not rows:
+        raise AidbError(f'source "{name}" does not exist', sqlstate=UNDEFINED_OBJECT,
+                        hint="Name a table or view (schema-qualified if it is not on the search_path).")
+    row = rows[0]
+    if row["relkind"] not in SOURCE_KINDS:
+        raise InvalidInput(f'source "{name}" is not a table or view')
+    _check_privileges(db, name, row, owner_role)
+    key_column = key_column or _primary_key_column(db, name, row["oid"])
+    for column, what in ((key_column, "key"), (data_column, "data")):
+        _check_column(db, name, row["oid"], column, what)
+    _check_data_type(db, name, row["oid"], data_column)
+    source = Source(row["oid"], name, SOURCE_KINDS[row["relkind"]], row["nspname"],
+                    row["qualified"], key_column, data_column)
+    _check_key_unique(db, source)
+    return source
+
+
+def _check_privileges(db, name, row, owner_role):
+    needed = ["SELECT"] + (["TRIGGER"] if SOURCE_KINDS[row["relkind"]] == "table" else [])
+    for privilege in needed:
+        if not db.query("SELECT pg_catalog.has_table_privilege(%s, %s::oid, %s) AS ok",
+                        owner_role, row["oid"], privilege)[0]["ok"]:
+            raise AidbError(f'permission denied: role {owner_role} lacks {privilege} on source "{name}"',
+                            sqlstate=INSUFFICIENT_PRIVILEGE,
+                            hint="The pipeline reads the source as its owner"
+                                 + (" and captures changes with triggers." if privilege == "TRIGGER"
+                                    else "."))
+
+
+def _primary_key_column(db, name, oid):
+    rows = db.query("SELECT a.attname FROM pg_catalog.pg_index i "
+                    "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+                    "WHERE i.indrelid = %s::oid AND i.indisprimary AND i.indnatts = 1", oid)
+    if not rows:
+        raise InvalidInput(f'source "{name}" has no single-column primary key',
+                           hint="Pass source_key_column => a column whose values are unique.")
+    return rows[0]["attname"]
+
+
+def _check_column(db, name, oid, column, what):
+    if column is None:
+        raise InvalidInput(f"source_{what}_column is required for source \"{name}\"",
+                           hint=f"Name the column that holds the {what} of each row.")
+    if not db.query("SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = %s::oid "
+                    "AND attname = %s AND attnum > 0 AND NOT attisdropped", oid, column):
+        raise AidbError(f'column "{column}" does not exist in source "{name}"',
+                        sqlstate="42703", hint=f"source_{what}_column must name a column of it.")
+
+
+def _check_data_type(db, name, oid, column):
+    """The data must be text-like: string types, json, jsonb, xml, or domains over them."""
+    row = db.query("""
+        SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+               coalesce(nullif(t.typbasetype, 0), t.oid) AS base
+        FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = %s::oid AND a.attname = %s""", oid, column)[0]
+    ok = db.query("SELECT typcategory = 'S' OR typname IN ('json', 'jsonb', 'xml') AS ok "
+                  "FROM pg_catalog.pg_type WHERE oid = %s::oid", row["base"])[0]["ok"]
+    if not ok:
+        raise InvalidInput(f'data column "{column}" of source "{name}" has type {row["type"]}, '
+                           "which is not text",
+                           hint="Use a text, varchar, json or jsonb column, or a view that "
+                                "casts the column to text.")
+
+
+def _check_key_unique(db, source):
+    """Tables: a unique index on exactly the key column. Views: no duplicates now."""
+    if source.kind == "table":
+        unique = db.query("""
+            SELECT 1 FROM pg_catalog.pg_index i
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+            WHERE i.indrelid = %s::oid AND i.indisunique AND i.indnatts = 1
+              AND i.indpred IS NULL AND a.attname = %s""", source.oid, source.key_column)
+    else:
+        unique = not db.query(f"SELECT 1 FROM {source.qualified} "
+                              f"GROUP BY {quote_ident(source.key_column)} HAVING count(*) > 1 LIMIT 1")
+    if not unique:
+        raise InvalidInput(f'key column "{source.key_column}" of source "{source.name}" is not unique',
+                           hint="Tables need a primary key or unique index on exactly that column.")

@@ -1,0 +1,150 @@
+-- aidb extension script, part 20: pipelines — their registry, their errors,
+-- and the SQL functions that create, change, run and delete them.
+--
+-- Each pipeline owns, besides its destination table, two internal tables in
+-- schema aidb, named by the pipeline's id so that any name fits:
+--   aidb._backlog_<id>  keys waiting to be processed (no unique key: the
+--                       change-capture triggers only ever append)
+--   aidb._state_<id>    per key, a hash of the content the destination holds
+--                       (lets view sources and reconcile_pipeline find drift,
+--                       and lets a batch skip keys whose content is unchanged)
+-- and, for table sources, one capture trigger function aidb._capture_<id>().
+
+CREATE TABLE aidb.pipeline_registry (
+    id                       integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name                     text NOT NULL UNIQUE,
+    source                   regclass NOT NULL,
+    source_kind              text NOT NULL CHECK (source_kind IN ('table', 'view')),
+    source_key_column        text NOT NULL,
+    source_data_column       text NOT NULL,
+    source_filter            text,
+    destination              regclass NOT NULL,
+    steps                    jsonb NOT NULL,
+    auto_processing          text NOT NULL DEFAULT 'Disabled'
+                             CHECK (auto_processing IN ('Live', 'Background', 'Disabled')),
+    batch_size               integer NOT NULL DEFAULT 100 CHECK (batch_size BETWEEN 1 AND 10000),
+    background_sync_interval interval NOT NULL DEFAULT '30 seconds'
+                             CHECK (background_sync_interval BETWEEN '1 second' AND '2 days'),
+    owner_role               regrole NOT NULL DEFAULT current_user::regrole,
+    created_at               timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE aidb.pipeline_registry IS
+    'Pipelines. Use aidb.create_pipeline() and friends; read aidb.pipelines / aidb.pipem.';
+
+-- Per pipeline: what happened when it last ran (one row, upserted by the engine).
+CREATE TABLE aidb.pipeline_run_stats (
+    pipeline_id     integer PRIMARY KEY REFERENCES aidb.pipeline_registry (id) ON DELETE CASCADE,
+    last_run        timestamptz,
+    keys_processed  bigint NOT NULL DEFAULT 0,
+    last_rate       double precision,     -- keys per second of the last run
+    last_error      text
+);
+
+-- Errors: one row per failing key (source_key set), or per pipeline-wide
+-- problem (source_key NULL), with how often it happened.
+CREATE TABLE aidb.pipeline_error_log (
+    pipeline_id     integer NOT NULL REFERENCES aidb.pipeline_registry (id) ON DELETE CASCADE,
+    source_key      text,
+    step            text NOT NULL,
+    category        text NOT NULL CHECK (category IN ('RecordTemporary', 'RecordPermanent',
+                                                      'PipelineTemporary', 'PipelinePermanent')),
+    message         text NOT NULL,
+    attempts        integer NOT NULL DEFAULT 1,
+    first_attempt   timestamptz NOT NULL DEFAULT now(),
+    last_attempt    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX pipeline_error_log_record ON aidb.pipeline_error_log (pipeline_id, source_key)
+    WHERE source_key IS NOT NULL;
+CREATE UNIQUE INDEX pipeline_error_log_pipeline ON aidb.pipeline_error_log (pipeline_id, category)
+    WHERE source_key IS NULL;
+
+-- Row-level security: everyone sees that pipelines exist; only members of a
+-- pipeline's owner role (and superusers) change it or its bookkeeping.
+ALTER TABLE aidb.pipeline_registry ENABLE ROW LEVEL SECURITY;
+CREATE POLICY anyone_reads ON aidb.pipeline_registry FOR SELECT USING (true);
+CREATE POLICY owner_writes ON aidb.pipeline_registry FOR ALL
+    USING (pg_catalog.pg_has_role(owner_role, 'MEMBER'))
+    WITH CHECK (pg_catalog.pg_has_role(owner_role, 'MEMBER'));
+
+CREATE FUNCTION aidb._owns_pipeline(pipeline_id integer) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT EXISTS (SELECT FROM aidb.pipeline_registry p
+                         WHERE p.id = pipeline_id AND pg_has_role(p.owner_role, 'MEMBER')) $$;
+
+ALTER TABLE aidb.pipeline_run_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY anyone_reads ON aidb.pipeline_run_stats FOR SELECT USING (true);
+CREATE POLICY owner_writes ON aidb.pipeline_run_stats FOR ALL
+    USING (aidb._owns_pipeline(pipeline_id)) WITH CHECK (aidb._owns_pipeline(pipeline_id));
+ALTER TABLE aidb.pipeline_error_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_only ON aidb.pipeline_error_log FOR ALL
+    USING (aidb._owns_pipeline(pipeline_id)) WITH CHECK (aidb._owns_pipeline(pipeline_id));
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON aidb.pipeline_registry, aidb.pipeline_run_stats,
+    aidb.pipeline_error_log TO PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('aidb.pipeline_registry', '');
+
+-- Internal objects are created in schema aidb, where ordinary roles cannot
+-- create anything. This SECURITY DEFINER function does that one narrow thing
+-- for a pipeline the calling login role may act as: it names the objects from
+-- the pipeline id, types them from the catalogs, and hands them to the
+-- pipeline's owner. The capture function's body is the engine's, and since it
+-- belongs to the owner it can never do more than the owner could.
+CREATE FUNCTION aidb._install_pipeline_objects(pipeline_id integer, capture_body text)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p        aidb.pipeline_registry;
+    key_type text;
+    backlog  text := format('aidb.%I', '_backlog_' || pipeline_id);
+    state    text := format('aidb.%I', '_state_' || pipeline_id);
+    capture  text := format('aidb.%I', '_capture_' || pipeline_id);
+BEGIN
+    SELECT * INTO STRICT p FROM aidb.pipeline_registry r WHERE r.id = pipeline_id;
+    -- Inside SECURITY DEFINER current_user is the extension owner; the login
+    -- role is the one whose rights count (it could SET ROLE to the owner).
+    IF NOT pg_has_role(session_user, p.owner_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied for pipeline "%"', p.name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO STRICT key_type
+    FROM pg_attribute a WHERE a.attrelid = p.source AND a.attname = p.source_key_column;
+
+    EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s NOT NULL, queued_at timestamptz NOT NULL DEFAULT now())',
+                   backlog, key_type);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (key)', '_backlog_' || pipeline_id || '_key', backlog);
+    EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s PRIMARY KEY, hash uuid NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())',
+                   state, key_type);
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', backlog, p.owner_role::name);
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', state, p.owner_role::name);
+
+    IF p.source_kind = 'table' THEN
+        -- The capture function's body is built by the engine from the same
+        -- catalog-derived, quoted identifiers; it runs as the pipeline owner.
+        EXECUTE format('CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql '
+                       'SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+                       capture, capture_body);
+        EXECUTE format('ALTER FUNCTION %s() OWNER TO %I', capture, p.owner_role::name);
+        EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC', capture);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION aidb._drop_pipeline_objects(pipeline_id integer) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM aidb.pipeline_registry r
+               WHERE r.id = pipeline_id AND NOT pg_has_role(session_user, r.owner_role, 'MEMBER')) THEN
+        RAISE EXCEPTION 'permission denied for pipeline %', pipeline_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    EXECUTE format('DROP TABLE IF EXISTS aidb.%I, aidb.%I',
+                   '_backlog_' || pipeline_id, '_state_' || pipeline_id);
+    EXECUTE format('DROP FUNCTION IF EXISTS aidb.%I() CASCADE', '_capture_' || pipeline_id);
+END
+$$;

@@ -1,0 +1,117 @@
+-- aidb extension script, part 40: what users read — pipelines, metrics, errors.
+
+CREATE VIEW aidb.pipelines AS
+SELECT p.name,
+       p.source::text AS source,
+       p.source_kind AS source_type,
+       p.source_key_column,
+       p.source_data_column,
+       p.source_filter,
+       p.destination::text AS destination,
+       p.steps,
+       p.auto_processing,
+       p.batch_size,
+       p.background_sync_interval,
+       p.owner_role,
+       p.created_at
+FROM aidb.pipeline_registry p;
+COMMENT ON VIEW aidb.pipelines IS 'Every pipeline and its configuration (short name: aidb.pipes).';
+CREATE VIEW aidb.pipes AS SELECT * FROM aidb.pipelines;
+COMMENT ON VIEW aidb.pipes IS 'Short name of aidb.pipelines.';
+
+-- Errors are visible to the pipeline's owner only (row-level security on the
+-- log applies because the view runs with the caller's rights).
+CREATE VIEW aidb.pipeline_errors WITH (security_invoker = true) AS
+SELECT p.name AS pipeline,
+       e.source_key,
+       e.step,
+       e.category,
+       e.message,
+       e.attempts,
+       e.first_attempt,
+       e.last_attempt
+FROM aidb.pipeline_error_log e
+JOIN aidb.pipeline_registry p ON p.id = e.pipeline_id;
+COMMENT ON VIEW aidb.pipeline_errors IS
+    'Failures per key (source_key set) or per pipeline (source_key NULL), with attempts.';
+
+-- Counts that need dynamic SQL over each pipeline's own tables. A count the
+-- caller may not read is NULL rather than an error.
+CREATE FUNCTION aidb._pipeline_counts(p aidb.pipeline_registry,
+    OUT pending bigint, OUT source_records bigint, OUT destination_records bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    backlog regclass := to_regclass(format('aidb.%I', '_backlog_' || p.id));
+BEGIN
+    IF backlog IS NOT NULL AND has_table_privilege(backlog, 'SELECT') THEN
+        EXECUTE format('SELECT count(DISTINCT key) FROM %s', backlog) INTO pending;
+    END IF;
+    IF has_table_privilege(p.source, 'SELECT') THEN
+        EXECUTE format('SELECT count(*) FROM %s WHERE %s', p.source,
+                       coalesce('(' || p.source_filter || E'\n)', 'true')) INTO source_records;
+    END IF;
+    IF has_table_privilege(p.destination, 'SELECT') THEN
+        EXECUTE format('SELECT count(*) FROM %s', p.destination) INTO destination_records;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION aidb._pipeline_status(p aidb.pipeline_registry, pending bigint,
+    source_records bigint, destination_records bigint, record_errors bigint,
+    blocking_errors bigint, temporary_errors bigint, worker_state text)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+SELECT CASE
+    WHEN blocking_errors > 0 THEN 'BlockingErrors'
+    WHEN temporary_errors > 0 AND pending > 0 THEN 'Failed'
+    WHEN worker_state = 'WaitingForWorker' THEN 'WaitingForWorker'
+    WHEN pending > 0 AND p.auto_processing = 'Disabled' THEN 'Disabled'
+    WHEN pending > 0 AND p.auto_processing = 'Background' AND worker_state IS NULL THEN 'Stale'
+    WHEN pending > 0 THEN 'Processing'
+    WHEN record_errors > 0 THEN 'PartialErrors'
+    WHEN source_records > 0 AND destination_records = 0 THEN 'NoResults'
+    ELSE 'UpToDate'
+END
+$$;
+
+-- Filled in by the background workers (see src/); NULL when none runs.
+CREATE FUNCTION aidb._worker_state(pipeline_id integer, OUT state text, OUT pid integer)
+    LANGUAGE sql STABLE
+    AS $$ SELECT NULL::text, NULL::integer $$;
+
+CREATE VIEW aidb.pipeline_metrics AS
+SELECT p.name AS "pipeline",
+       p.auto_processing AS "auto processing",
+       c.pending AS "table: unprocessed rows",
+       NULL::bigint AS "volume: scans completed",
+       c.source_records AS "count(source records)",
+       c.destination_records AS "count(destination records)",
+       aidb._pipeline_status(p, c.pending, c.source_records, c.destination_records,
+                             e.record_errors, e.blocking_errors, e.temporary_errors, w.state) AS "Status",
+       e.record_errors AS "count(record errors)",
+       e.blocking_errors AS "count(blocking errors)",
+       w.state AS "worker state",
+       w.pid AS "worker pid",
+       s.last_run AS "last run",
+       round(s.last_rate::numeric, 1) AS "rows/s",
+       s.last_error AS "last error"
+FROM aidb.pipeline_registry p
+CROSS JOIN LATERAL aidb._pipeline_counts(p) c
+CROSS JOIN LATERAL aidb._worker_state(p.id) w
+LEFT JOIN aidb.pipeline_run_stats s ON s.pipeline_id = p.id
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE l.source_key IS NOT NULL) AS record_errors,
+           count(*) FILTER (WHERE l.source_key IS NULL AND l.category = 'PipelinePermanent') AS blocking_errors,
+           count(*) FILTER (WHERE l.source_key IS NULL AND l.category = 'PipelineTemporary') AS temporary_errors
+    FROM aidb.pipeline_error_log l WHERE l.pipeline_id = p.id) e;
+COMMENT ON VIEW aidb.pipeline_metrics IS
+    'Per pipeline: mode, pending keys, source and destination counts, status, errors, '
+    'worker, last run (short name: aidb.pipem).';
+CREATE VIEW aidb.pipem AS SELECT * FROM aidb.pipeline_metrics;
+COMMENT ON VIEW aidb.pipem IS 'Short name of aidb.pipeline_metrics.';
+
+GRANT SELECT ON aidb.pipelines, aidb.pipes, aidb.pipeline_errors, aidb.pipeline_metrics,
+    aidb.pipem TO PUBLIC;
