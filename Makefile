@@ -9,6 +9,7 @@ EXTENSION   = aidb
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" aidb.control)
 
 MODULE_big  = aidb
+PG_CFLAGS   = -Werror=implicit-function-declaration
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
 
 # The install script is assembled from the numbered parts in sql/ext/, so that

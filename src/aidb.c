@@ -1,26 +1,66 @@
 /*
- * aidb.c — module entry point and the SQL-callable helpers of the C library.
+ * aidb.c — module entry point: GUCs, shared memory and the launcher when
+ * preloaded, and the SQL-callable helpers that locate the Python engine.
  */
 #include "aidb.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 PG_MODULE_MAGIC;
 
 bool		aidb_loaded_at_startup = false;
+bool		aidb_enable_background_workers = true;
+int			aidb_max_workers = 16;
+int			aidb_launcher_naptime = 60;
+int			aidb_worker_memory_limit = 2048;
 
 void		_PG_init(void);
 
 PG_FUNCTION_INFO_V1(aidb_engine_dir);
 PG_FUNCTION_INFO_V1(aidb_preloaded);
 
-/* Module load: remember whether we were preloaded (workers need that). */
+/* Settings; each is documented in README.md ("Background workers"). */
+static void
+define_gucs(void)
+{
+	DefineCustomBoolVariable("aidb.enable_background_workers",
+							 "Runs a background worker for each Background pipeline.",
+							 "Turn off where only external workers (aidb worker) should run.",
+							 &aidb_enable_background_workers, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("aidb.max_workers",
+							"Most pipeline workers aidb runs at once, across all databases.",
+							"They also need free max_worker_processes slots.",
+							&aidb_max_workers, 16, 0, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("aidb.launcher_naptime",
+							"Seconds between the launcher's full rescans of all databases.",
+							"Pipeline changes wake it at once; the rescan catches the rest "
+							"(DROP EXTENSION, restored databases).",
+							&aidb_launcher_naptime, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("aidb.worker_memory_limit",
+							"Resident memory above which a pipeline worker restarts itself.",
+							"Checked after each batch; 0 disables the check.",
+							&aidb_worker_memory_limit, 2048, 0, INT_MAX / 1024,
+							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("aidb");
+}
+
+/* Module load. The launcher and shared memory exist only when preloaded. */
 void
 _PG_init(void)
 {
-	aidb_loaded_at_startup = process_shared_preload_libraries_in_progress;
+	define_gucs();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	aidb_loaded_at_startup = true;
+	aidb_shmem_init();
+	aidb_install_dropdb_hook();
+	aidb_register_launcher();
 }
 
 /*
@@ -41,5 +81,5 @@ aidb_engine_dir(PG_FUNCTION_ARGS)
 Datum
 aidb_preloaded(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(aidb_loaded_at_startup);
+	PG_RETURN_BOOL(aidb_shared != NULL);
 }

@@ -2,15 +2,99 @@
  * aidb.h — declarations shared by the parts of aidb's C library.
  *
  * The C side is small on purpose: it finds the Python engine, and (with
- * shared_preload_libraries) runs the launcher and pipeline workers. All
- * pipeline logic lives in the Python engine and the extension's SQL.
+ * shared_preload_libraries) runs the launcher and the pipeline workers.
+ * All pipeline logic lives in the Python engine and the extension's SQL;
+ * a worker only calls aidb._run_batch() in a loop.
+ *
+ *   aidb.c       module entry point, GUCs, SQL-callable helpers
+ *   shmem.c      the shared table of Background pipelines and wake-ups
+ *   launcher.c   the static launcher: finds pipelines, keeps one worker each
+ *   discovery.c  short-lived worker listing one database's Background pipelines
+ *   worker.c     the per-pipeline worker loop
+ *   dropdb.c     stops a database's workers before DROP DATABASE
  */
 #ifndef AIDB_H
 #define AIDB_H
 
 #include "postgres.h"
 
-/* True when aidb.so was loaded through shared_preload_libraries. */
+#include "datatype/timestamp.h"
+#include "postmaster/bgworker.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+/* ---- GUCs (aidb.c) ---- */
 extern bool aidb_loaded_at_startup;
+extern bool aidb_enable_background_workers;
+extern int	aidb_max_workers;
+extern int	aidb_launcher_naptime;	/* seconds between full rescans */
+extern int	aidb_worker_memory_limit;	/* MB of resident memory */
+
+/* ---- shared state (shmem.c) ---- */
+
+/* What a Background pipeline's worker is doing, as aidb.pipem shows it. */
+typedef enum AidbWorkerState
+{
+	AIDB_WORKER_NONE = 0,		/* no worker yet */
+	AIDB_WORKER_WAITING,		/* no free background worker slot */
+	AIDB_WORKER_STARTING,
+	AIDB_WORKER_RUNNING,		/* processing or sleeping on its latch */
+	AIDB_WORKER_BACKOFF,		/* last batch failed; waiting before retrying */
+	AIDB_WORKER_CANNOT_LOGIN	/* the owner role has no LOGIN */
+} AidbWorkerState;
+
+/* One Background pipeline of one database. */
+typedef struct AidbPipelineEntry
+{
+	bool		in_use;
+	bool		wanted;			/* false: the launcher must stop its worker */
+	Oid			dboid;
+	int32		pipeline_id;
+	Oid			owner;
+	char		name[NAMEDATALEN];
+	char		dbname[NAMEDATALEN];
+	uint64		scan_generation;	/* discovery scan that last saw it */
+	AidbWorkerState state;
+	pid_t		pid;
+	Latch	   *worker_latch;	/* set by commits that add to its backlog */
+	bool		warned_no_slot; /* the WARNING about slots is logged once */
+	TimestampTz last_batch;
+	double		rows_per_second;
+} AidbPipelineEntry;
+
+#define AIDB_MAX_ENTRIES 1024
+#define AIDB_MAX_RESCANS 32
+
+typedef struct AidbShared
+{
+	LWLock	   *lock;
+	Latch	   *launcher_latch;
+	pid_t		launcher_pid;
+	uint64		scan_generation;
+	bool		rescan_all;
+	int			n_rescans;		/* databases whose pipelines changed */
+	Oid			rescan_dboids[AIDB_MAX_RESCANS];
+	Oid			dropping_dboid; /* DROP DATABASE in progress: start nothing there */
+	AidbPipelineEntry entries[AIDB_MAX_ENTRIES];
+} AidbShared;
+
+extern AidbShared *aidb_shared;
+
+extern void aidb_shmem_init(void);
+extern AidbPipelineEntry *aidb_find_entry(Oid dboid, int32 pipeline_id);
+extern AidbPipelineEntry *aidb_find_or_add_entry(Oid dboid, int32 pipeline_id);
+extern void aidb_request_rescan(Oid dboid);
+extern const char *aidb_worker_state_name(AidbWorkerState state);
+
+/* ---- background workers ---- */
+extern void aidb_register_launcher(void);
+extern bool aidb_start_discovery_worker(Oid dboid, uint64 generation,
+										BackgroundWorkerHandle **handle);
+extern bool aidb_start_pipeline_worker(AidbPipelineEntry *entry, BackgroundWorkerHandle **handle);
+extern void aidb_install_dropdb_hook(void);
+
+PGDLLEXPORT void aidb_launcher_main(Datum arg);
+PGDLLEXPORT void aidb_discovery_main(Datum arg);
+PGDLLEXPORT void aidb_worker_main(Datum arg);
 
 #endif							/* AIDB_H */

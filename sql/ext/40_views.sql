@@ -48,7 +48,10 @@ BEGIN
     IF backlog IS NOT NULL AND has_table_privilege(backlog, 'SELECT') THEN
         EXECUTE format('SELECT count(DISTINCT key) FROM %s', backlog) INTO pending;
     END IF;
-    IF has_table_privilege(p.source, 'SELECT') THEN
+    -- A source_filter is the owner's SQL and runs with the owner's rights
+    -- only (DESIGN.md): other readers, superusers too, get no filtered count.
+    IF has_table_privilege(p.source, 'SELECT')
+       AND (p.source_filter IS NULL OR p.owner_role = current_user::regrole) THEN
         EXECUTE format('SELECT count(*) FROM %s WHERE %s', p.source,
                        coalesce('(' || p.source_filter || E'\n)', 'true')) INTO source_records;
     END IF;
@@ -77,11 +80,6 @@ SELECT CASE
 END
 $$;
 
--- Filled in by the background workers (see src/); NULL when none runs.
-CREATE FUNCTION aidb._worker_state(pipeline_id integer, OUT state text, OUT pid integer)
-    LANGUAGE sql STABLE
-    AS $$ SELECT NULL::text, NULL::integer $$;
-
 CREATE VIEW aidb.pipeline_metrics AS
 SELECT p.name AS "pipeline",
        p.auto_processing AS "auto processing",
@@ -95,8 +93,8 @@ SELECT p.name AS "pipeline",
        e.blocking_errors AS "count(blocking errors)",
        w.state AS "worker state",
        w.pid AS "worker pid",
-       s.last_run AS "last run",
-       round(s.last_rate::numeric, 1) AS "rows/s",
+       greatest(s.last_run, w.last_batch) AS "last run",
+       round(coalesce(w.rows_per_second, s.last_rate)::numeric, 1) AS "rows/s",
        s.last_error AS "last error"
 FROM aidb.pipeline_registry p
 CROSS JOIN LATERAL aidb._pipeline_counts(p) c

@@ -77,7 +77,9 @@ END
 
 
 def _enqueue_backlog(pipeline):
-    return f"INSERT INTO {pipeline.backlog} (key) {{keys}};"
+    # The worker wakes when this transaction commits (a no-op without workers).
+    return (f"INSERT INTO {pipeline.backlog} (key) {{keys}}; "
+            f"PERFORM aidb._wake_pipeline({pipeline.id});")
 
 
 def _enqueue_live(pipeline):

@@ -1,0 +1,307 @@
+/*
+ * worker.c — one background worker per Background pipeline.
+ *
+ * It connects to the pipeline's database as the pipeline's owner and loops:
+ * run one batch of the Python engine (aidb._run_batch) in its own
+ * transaction; after a failure roll back, record it, back off and go on;
+ * when there is nothing to do, sleep on its latch for
+ * background_sync_interval — a commit that adds to its backlog sets that
+ * latch, so changes are picked up at once.
+ */
+#include "aidb.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+typedef struct WorkerArgs
+{
+	Oid			dboid;
+	int32		pipeline_id;
+	Oid			owner;
+	char		name[NAMEDATALEN];
+} WorkerArgs;
+
+/* Outcome of one pass of the loop. */
+typedef enum BatchOutcome
+{
+	BATCH_DID_WORK,				/* keys processed: look for more at once */
+	BATCH_IDLE,					/* nothing pending: sleep for the sync interval */
+	BATCH_FAILED,				/* back off */
+	BATCH_PIPELINE_GONE			/* deleted, not Background any more, or aidb dropped */
+} BatchOutcome;
+
+#define MIN_BACKOFF_MS 1000
+#define MAX_BACKOFF_MS (300 * 1000)
+
+static WorkerArgs args;
+static long sync_interval_ms = 30000;
+
+/* Start the worker of a pipeline (from the launcher, lock held). */
+bool
+aidb_start_pipeline_worker(AidbPipelineEntry *entry, BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+	WorkerArgs	worker_args;
+
+	memset(&worker_args, 0, sizeof(worker_args));
+	worker_args.dboid = entry->dboid;
+	worker_args.pipeline_id = entry->pipeline_id;
+	worker_args.owner = entry->owner;
+	strlcpy(worker_args.name, entry->name, NAMEDATALEN);
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher restarts it */
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "aidb");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "aidb_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "aidb pipeline %s", entry->name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "aidb pipeline worker");
+	memcpy(worker.bgw_extra, &worker_args, sizeof(worker_args));
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
+/* Update our entry in shared memory (if the launcher still has one). */
+static void
+publish_state(AidbWorkerState state, bool attach, double rows_per_second)
+{
+	AidbPipelineEntry *entry;
+
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	entry = aidb_find_entry(args.dboid, args.pipeline_id);
+	if (entry)
+	{
+		entry->state = state;
+		entry->pid = attach ? MyProcPid : 0;
+		entry->worker_latch = attach ? MyLatch : NULL;
+		if (rows_per_second >= 0)
+		{
+			entry->last_batch = GetCurrentTimestamp();
+			entry->rows_per_second = rows_per_second;
+		}
+	}
+	LWLockRelease(aidb_shared->lock);
+}
+
+/* On exit, whatever the reason, nobody may set our latch any more. */
+static void
+detach_from_entry(int code, Datum arg)
+{
+	publish_state(AIDB_WORKER_NONE, false, -1);
+}
+
+/* Run one SQL statement returning one int8-compatible value; -1 if no row. */
+static int64
+query_int(const char *sql)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(args.pipeline_id)};
+	bool		isnull;
+	Datum		result;
+
+	if (SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "aidb: query failed: %s", sql);
+	if (SPI_processed == 0)
+		return -1;
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? -1 : DatumGetInt64(result);
+}
+
+/* The body of one pass, inside a transaction: still wanted? then one batch. */
+static BatchOutcome
+run_batch_in_transaction(int64 *processed)
+{
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'aidb'", true, 1)
+		!= SPI_OK_SELECT || SPI_processed == 0)
+		return BATCH_PIPELINE_GONE;
+	sync_interval_ms = query_int(
+		"SELECT (extract(epoch FROM background_sync_interval) * 1000)::int8 "
+		"FROM aidb.pipeline_registry WHERE id = $1 AND auto_processing = 'Background'");
+	if (sync_interval_ms < 0)
+		return BATCH_PIPELINE_GONE;
+	pgstat_report_activity(STATE_RUNNING, "SELECT aidb._run_batch(...)");
+	*processed = query_int("SELECT aidb._run_batch($1)::int8");
+	if (*processed < 0)
+		return BATCH_FAILED;
+	return *processed > 0 ? BATCH_DID_WORK : BATCH_IDLE;
+}
+
+/* Record an error that escaped the engine, in a transaction of its own. */
+static void
+record_error(const char *message)
+{
+	PG_TRY();
+	{
+		Oid			argtypes[2] = {INT4OID, TEXTOID};
+		Datum		values[2] = {Int32GetDatum(args.pipeline_id), CStringGetTextDatum(message)};
+
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_execute_with_args("SELECT aidb._record_worker_error($1, $2)", 2, argtypes, values,
+							  NULL, false, 0);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		/* the database may be unusable for us right now: the log has it anyway */
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * One pass: a transaction around run_batch_in_transaction. An ERROR rolls
+ * the batch back (its keys return to the backlog) and is recorded; a query
+ * cancel (pg_cancel_backend) only cancels this batch.
+ */
+static BatchOutcome
+run_one_pass(int64 *processed)
+{
+	BatchOutcome outcome = BATCH_FAILED;
+	MemoryContext loop_context = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		outcome = run_batch_in_transaction(processed);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(loop_context);
+		error = CopyErrorData();
+		FlushErrorState();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(loop_context);
+		if (error->sqlerrcode != ERRCODE_QUERY_CANCELED)
+			record_error(error->message);
+		outcome = error->sqlerrcode == ERRCODE_QUERY_CANCELED ? BATCH_IDLE : BATCH_FAILED;
+		FreeErrorData(error);
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return outcome;
+}
+
+/* Resident memory of this process in MB, from /proc (0 where unknown). */
+static long
+resident_mb(void)
+{
+	FILE	   *statm = fopen("/proc/self/statm", "r");
+	long		size,
+				resident = 0;
+
+	if (statm == NULL)
+		return 0;
+	if (fscanf(statm, "%ld %ld", &size, &resident) != 2)
+		resident = 0;
+	fclose(statm);
+	return resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
+/* Recycle the process when it grew past aidb.worker_memory_limit. */
+static void
+recycle_if_too_big(void)
+{
+	long		mb = resident_mb();
+
+	if (aidb_worker_memory_limit > 0 && mb > aidb_worker_memory_limit)
+	{
+		ereport(LOG, (errmsg("aidb pipeline \"%s\": restarting, resident memory %ld MB is over "
+							 "aidb.worker_memory_limit (%d MB)", args.name, mb,
+							 aidb_worker_memory_limit)));
+		proc_exit(1);			/* the launcher starts a fresh one */
+	}
+}
+
+/* Sleep on our latch; commits that add to our backlog set it. */
+static void
+wait_for(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Worker entry point: the loop of batches. */
+void
+aidb_worker_main(Datum arg)
+{
+	char		title[NAMEDATALEN + 16];
+	long		backoff_ms = 0;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);		/* exits at the next interrupt check: the batch rolls back */
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.owner, 0);
+
+	snprintf(title, sizeof(title), "aidb pipeline %s", args.name);
+	SetConfigOption("application_name", title, PGC_USERSET, PGC_S_SESSION);
+	pgstat_report_appname(title);
+	on_shmem_exit(detach_from_entry, 0);
+	publish_state(AIDB_WORKER_RUNNING, true, -1);
+
+	for (;;)
+	{
+		int64		processed = 0;
+		TimestampTz started = GetCurrentTimestamp();
+		BatchOutcome outcome;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		ResetLatch(MyLatch);	/* wake-ups from now on are for the next pass */
+		outcome = run_one_pass(&processed);
+		switch (outcome)
+		{
+			case BATCH_PIPELINE_GONE:
+				proc_exit(0);	/* exit code 0: nobody restarts us */
+				break;
+			case BATCH_DID_WORK:
+				backoff_ms = 0;
+				publish_state(AIDB_WORKER_RUNNING, true, processed /
+							  Max(0.001, (GetCurrentTimestamp() - started) / 1000000.0));
+				break;
+			case BATCH_IDLE:
+				backoff_ms = 0;
+				publish_state(AIDB_WORKER_RUNNING, true, -1);
+				wait_for(sync_interval_ms);
+				break;
+			case BATCH_FAILED:
+				backoff_ms = Min(Max(backoff_ms * 2, MIN_BACKOFF_MS), MAX_BACKOFF_MS);
+				publish_state(AIDB_WORKER_BACKOFF, true, -1);
+				wait_for(backoff_ms);
+				break;
+		}
+		recycle_if_too_big();
+	}
+}
