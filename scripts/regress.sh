@@ -2,6 +2,7 @@
 # Runs pg_regress (make installcheck) against a temporary instance that preloads
 # aidb. pg_regress writes into the tree and the server refuses to run as root,
 # so it runs as the postgres user in a copy of the tree.
+# Arguments name test files to run instead of all (scripts/regress.sh workers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
@@ -10,7 +11,7 @@ work=$(mktemp -d /tmp/aidb-regress.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cp -R Makefile aidb.control sql expected test src "$work"/
 chown -R postgres: "$work" 2>/dev/null || true
-if ! (cd "$work" && runuser -u postgres -- make -s PG_CONFIG="$PG_CONFIG" installcheck); then
+if ! (cd "$work" && runuser -u postgres -- make -s PG_CONFIG="$PG_CONFIG" installcheck ${*:+REGRESS="$*"}); then
     cat "$work"/regression.diffs 2>/dev/null | head -300
     # Keep the actual output where a developer can review and accept it.
     rm -rf results && cp -R "$work"/results results 2>/dev/null || true

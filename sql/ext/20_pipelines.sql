@@ -95,6 +95,7 @@ CREATE FUNCTION aidb._install_pipeline_objects(pipeline_id integer, capture_body
     RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET client_min_messages = warning      -- no "already exists, skipping" on updates
     AS $$
 DECLARE
     p        aidb.pipeline_registry;

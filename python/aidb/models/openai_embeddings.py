@@ -48,7 +48,8 @@ class OpenAIEmbeddings(EmbeddingModel):
         remember_secret(api_key)
         # Retries are ours (base.EmbeddingModel), so the SDK must not add its own.
         self.client = openai.OpenAI(
-            api_key=api_key or "",
+            # OpenAI-compatible servers often need no key; the SDK insists on one.
+            api_key=api_key or "no-key",
             base_url=config["url"],
             max_retries=0,
             timeout=config["timeout"],
