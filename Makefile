@@ -37,11 +37,16 @@ install: install-engine
 
 # The engine itself is copied on every install; its dependencies (hundreds of
 # MB with the local model) only when the pinned requirements changed.
+# The engine is swapped in by rename, so a session loading it meanwhile never
+# sees a half-copied package.
 install-engine:
-	rm -rf '$(ENGINE_DIR)/engine'
-	$(MKDIR_P) '$(ENGINE_DIR)/engine'
-	cp -R python/aidb '$(ENGINE_DIR)/engine/'
-	find '$(ENGINE_DIR)/engine' -name __pycache__ -prune -exec rm -rf {} +
+	rm -rf '$(ENGINE_DIR)/engine.new' '$(ENGINE_DIR)/engine.old'
+	$(MKDIR_P) '$(ENGINE_DIR)/engine.new'
+	cp -R python/aidb '$(ENGINE_DIR)/engine.new/'
+	find '$(ENGINE_DIR)/engine.new' -name __pycache__ -prune -exec rm -rf {} +
+	if [ -d '$(ENGINE_DIR)/engine' ]; then mv '$(ENGINE_DIR)/engine' '$(ENGINE_DIR)/engine.old'; fi
+	mv '$(ENGINE_DIR)/engine.new' '$(ENGINE_DIR)/engine'
+	rm -rf '$(ENGINE_DIR)/engine.old'
 	@if cmp -s python/requirements-engine.txt '$(ENGINE_DIR)/deps/.requirements'; then \
 		echo "engine dependencies are up to date"; \
 	else \

@@ -6,3 +6,11 @@ database driver at module level: the caller hands it a `Database`.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # aidb.Worker without importing psycopg where the engine runs in PL/Python.
+    if name == "Worker":
+        from .worker import Worker
+        return Worker
+    raise AttributeError(name)

@@ -18,7 +18,7 @@ from .models import store as model_store
 from .pipeline import manage as pipeline_manage
 from .pipeline import runner as pipeline_runner
 from .pipeline.batch import process_keys
-from .pipeline.definition import load_pipeline, load_pipeline_by_id
+from .pipeline.definition import load_pipeline_by_id
 from .pipeline.queries import BatchQueries
 from .pgvector import vector_literal
 from .redact import redact
@@ -49,10 +49,7 @@ def sql_entry(function):
 
 def model_for(name):
     """A ready model instance, with PostgreSQL's interruptible sleep for backoff."""
-    provider, config, credentials = model_store.load_definition(db, name)
-    model = models.get(name, provider, config, credentials)
-    model.sleep = db.sleep
-    return model
+    return model_store.load_model(db, models, name)
 
 
 @sql_entry
@@ -133,7 +130,7 @@ def delete_pipeline(name, drop_destination):
 
 @sql_entry
 def run_pipeline(name):
-    _drain(load_pipeline(db, name))
+    _drain(pipeline_manage.pipeline_for_change(db, name))
 
 
 def _drain(pipeline):
@@ -149,7 +146,7 @@ def _drain(pipeline):
 
 @sql_entry
 def reconcile_pipeline(name):
-    return pipeline_runner.reconcile(db, load_pipeline(db, name))
+    return pipeline_runner.reconcile(db, pipeline_manage.pipeline_for_change(db, name))
 
 
 @sql_entry
@@ -167,11 +164,8 @@ def process_live(pipeline_id, keys):
 @sql_entry
 def run_batch_for_worker(pipeline_id):
     """One batch for a background worker (which commits after each call);
-    returns the number of keys processed, or -1 when the pipeline is blocked."""
+    returns the number of keys processed, or -1 when the batch failed."""
     pipeline = load_pipeline_by_id(db, pipeline_id)
     if pipeline is None:
         return 0
-    if pipeline.source_kind == "view":
-        pipeline_runner.reconcile(db, pipeline)
-    summary = pipeline_runner.run_pipeline(db, pipeline, model_for, max_batches=1, progress=False)
-    return -1 if summary.error is not None else summary.processed
+    return pipeline_runner.run_worker_batch(db, pipeline, model_for)

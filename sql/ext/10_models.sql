@@ -34,6 +34,9 @@ CREATE POLICY owner_only ON aidb.model_credentials FOR ALL
     WITH CHECK (EXISTS (SELECT FROM aidb.model_registry m
                         WHERE m.name = model AND pg_catalog.pg_has_role(m.owner, 'MEMBER')));
 
+-- CREATE EXTENSION made the schema, owned by a superuser: without USAGE no
+-- other role could reach any aidb object (CREATE stays with the owner).
+GRANT USAGE ON SCHEMA aidb TO PUBLIC;
 GRANT SELECT, INSERT, DELETE ON aidb.model_registry TO PUBLIC;
 GRANT SELECT, INSERT, DELETE ON aidb.model_credentials TO PUBLIC;
 
@@ -91,6 +94,16 @@ BEGIN
         RAISE EXCEPTION 'permission denied to delete model "%"', delete_model.name
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = format('The model belongs to role %s.', model_owner);
+    END IF;
+    -- A pipeline's KnowledgeBase step names its model: deleting it would
+    -- break the pipeline at its next batch.
+    IF EXISTS (SELECT FROM aidb.pipeline_registry p, jsonb_array_elements(p.steps) s
+               WHERE s->'options'->>'model' = delete_model.name) THEN
+        RAISE EXCEPTION 'model "%" is used by pipeline "%"', delete_model.name,
+            (SELECT p.name FROM aidb.pipeline_registry p, jsonb_array_elements(p.steps) s
+             WHERE s->'options'->>'model' = delete_model.name ORDER BY p.name LIMIT 1)
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Delete the pipelines that use it first (SELECT name, steps FROM aidb.pipelines).';
     END IF;
     DELETE FROM aidb.model_registry m WHERE m.name = delete_model.name;
 END

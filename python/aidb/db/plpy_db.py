@@ -18,7 +18,7 @@ def _pg_type(value):
         return "bigint"
     if isinstance(value, float):
         return "double precision"
-    if isinstance(value, (dict, JsonParam)):
+    if isinstance(value, dict):
         return "jsonb"
     if isinstance(value, (list, tuple)):
         inner = _pg_type(value[0]) if value else "text"
@@ -26,16 +26,9 @@ def _pg_type(value):
     return "text"
 
 
-class JsonParam:
-    """Marks a value to be sent as jsonb."""
-
-    def __init__(self, value):
-        self.value = value
-
-
 def _to_plpy(value):
-    if isinstance(value, (dict, JsonParam)):
-        return json.dumps(value.value if isinstance(value, JsonParam) else value)
+    if isinstance(value, dict):
+        return json.dumps(value)
     if isinstance(value, tuple):
         return list(value)
     return value

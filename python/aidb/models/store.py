@@ -69,3 +69,12 @@ def _check_same_definition(name, existing, provider, config):
         raise InvalidInput(f'model "{name}" already exists with another provider or config',
                            hint="replace_credentials => true changes only the credentials; "
                                 "to change the rest, aidb.delete_model() it first.")
+
+
+def load_model(db, cache, name):
+    """A ready instance of model `name` from `cache`, sleeping (for backoff)
+    the way `db` can be interrupted."""
+    provider, config, credentials = load_definition(db, name)
+    model = cache.get(name, provider, config, credentials)
+    model.sleep = db.sleep
+    return model

@@ -37,6 +37,7 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True):
     that other processes are working on), or a batch fails."""
     started = time.monotonic()
     summary = RunSummary()
+    _lock_source(db, pipeline)
     if pipeline.source_kind == "view":
         reconcile(db, pipeline)
     pending = _pending(db, pipeline) if progress else 0
@@ -92,9 +93,27 @@ def _save_stats(db, pipeline, summary):
                summary.error.message if summary.error else None)
 
 
+def _lock_source(db, pipeline):
+    """Source before backlog: the lock order of TRUNCATE's capture trigger
+    (see BatchQueries.lock_source); held until the caller's transaction ends."""
+    db.execute(BatchQueries(pipeline).lock_source)
+
+
 def reconcile(db, pipeline):
     """Enqueue every key whose source content differs from what the
     destination was built from; returns how many were found."""
+    _lock_source(db, pipeline)   # the INSERT below would lock the backlog first
     sql = f"WITH enqueued AS ({BatchQueries(pipeline).enqueue_drift} RETURNING 1) " \
           "SELECT count(*) AS n FROM enqueued"
     return db.query(sql)[0]["n"]
+
+
+def run_worker_batch(db, pipeline, model_loader):
+    """One batch for a worker (background or external), which commits after
+    it: returns the keys processed, or -1 when the batch failed (recorded in
+    the error log; the worker backs off). A view source is reconciled when
+    its backlog is empty, so a backfill does not rescan the view per batch."""
+    if pipeline.source_kind == "view" and _pending(db, pipeline) == 0:
+        reconcile(db, pipeline)
+    summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False)
+    return -1 if summary.error is not None else summary.processed
