@@ -69,3 +69,6 @@ SELECT aidb.delete_model('ollama');
 SELECT aidb.delete_model('unreachable');
 SELECT name FROM aidb.models ORDER BY name;
 SELECT count(*) AS orphaned_credentials FROM aidb.model_credentials;
+
+-- Leave the database as the next test file expects it: without aidb.
+DROP EXTENSION aidb;

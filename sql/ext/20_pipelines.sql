@@ -137,6 +137,7 @@ $$;
 CREATE FUNCTION aidb._drop_pipeline_objects(pipeline_id integer) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
+    SET client_min_messages = warning      -- view pipelines have no capture function
     AS $$
 BEGIN
     IF EXISTS (SELECT FROM aidb.pipeline_registry r

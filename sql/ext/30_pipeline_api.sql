@@ -112,8 +112,12 @@ COMMENT ON FUNCTION aidb.reconcile_pipeline(text) IS
     'Finds keys whose destination is out of step with the source (e.g. after writes with '
     'triggers disabled), enqueues them, and returns how many it found.';
 
+-- Called by the capture function, whose search_path is pg_catalog only; the
+-- engine's SQL needs the vector type, so this runs with the path of
+-- CREATE EXTENSION (aidb and the schemas of the extensions it requires).
 CREATE FUNCTION aidb._process_live(pipeline_id integer, keys text[]) RETURNS void
     LANGUAGE plpython3u
+    SET search_path FROM CURRENT
     AS $$
 if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
 GD["aidb"].process_live(pipeline_id, keys)
@@ -192,3 +196,26 @@ CREATE FUNCTION aidb._key_type(p aidb.pipeline_registry) RETURNS text
     SET search_path = pg_catalog, pg_temp
     AS $$ SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
           WHERE a.attrelid = p.source AND a.attname = p.source_key_column $$;
+
+-- Checks a source_filter, as the caller, without running it: it must be one
+-- boolean expression over the source's rows. It is planned twice through a
+-- cursor, which is opened and never fetched (so nothing runs) and which
+-- refuses a string that holds more than one statement, such as an injection
+-- attempt "true); DROP TABLE t; SELECT (true". The bare form gives natural
+-- syntax errors and refuses parentheses that close early; the parenthesised
+-- form is the one the engine runs, and refuses trailing clauses (ORDER BY).
+CREATE FUNCTION aidb._check_source_filter(source regclass, source_filter text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    probe refcursor;
+BEGIN
+    OPEN probe FOR EXECUTE format('SELECT FROM %s WHERE %s', source, source_filter);
+    CLOSE probe;
+    OPEN probe FOR EXECUTE format(E'SELECT FROM %s WHERE (%s\n) LIMIT 0', source, source_filter);
+    CLOSE probe;
+EXCEPTION WHEN invalid_cursor_definition THEN
+    RAISE EXCEPTION 'it holds more than one SQL statement'
+        USING ERRCODE = 'invalid_parameter_value';
+END
+$$;

@@ -4,6 +4,7 @@ Each check names the model, the setting and the bad value, so that
 `create_model` can refuse bad input with an error that says what to fix.
 """
 
+import json
 import os
 from urllib.parse import urlsplit
 
@@ -34,7 +35,7 @@ class ConfigChecker:
             raise self.invalid(f'config needs "{key}"',
                                 hint=f'For example: config => \'{{"{key}": "..."}}\'.')
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise self.invalid(f'"{key}" must be a non-empty string, not {value!r}')
+            raise self.invalid(f'"{key}" must be a non-empty string, not {_shown(value)}')
         self._set(key, value)
         return value
 
@@ -43,9 +44,9 @@ class ConfigChecker:
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
-                raise self.invalid(f'"{key}" must be {kind}, not {value!r}')
+                raise self.invalid(f'"{key}" must be {kind}, not {_shown(value)}')
             if maximum is not None and value > maximum:
-                raise self.invalid(f'"{key}" must be at most {maximum}, not {value!r}')
+                raise self.invalid(f'"{key}" must be at most {maximum}, not {_shown(value)}')
         self._set(key, value)
         return value
 
@@ -53,7 +54,7 @@ class ConfigChecker:
         value = self.config.get(key, default)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value <= 0):
-            raise self.invalid(f'"{key}" must be a positive number of seconds, not {value!r}')
+            raise self.invalid(f'"{key}" must be a positive number of seconds, not {_shown(value)}')
         self._set(key, value)
         return value
 
@@ -61,11 +62,11 @@ class ConfigChecker:
         value = self.text(key, default)
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self.invalid(f'"{key}" must be an http:// or https:// URL, not {value!r}')
+            raise self.invalid(f'"{key}" must be an http:// or https:// URL, not {_shown(value)}')
         try:
             parts.port
         except ValueError:
-            raise self.invalid(f'"{key}" has an invalid port: {value!r}') from None
+            raise self.invalid(f'"{key}" has an invalid port: {_shown(value)}') from None
         self._set(key, value.rstrip("/"))
         return value
 
@@ -104,3 +105,8 @@ def resolve_api_key(model_name, credentials):
                          hint="Set it where PostgreSQL (or the external worker) starts, "
                               "or store the key with replace_credentials => true.")
     return key
+
+
+def _shown(value):
+    """A config value as the user wrote it: JSON, not Python's repr."""
+    return json.dumps(value)

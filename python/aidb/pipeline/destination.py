@@ -4,6 +4,8 @@ its embedding (when the pipeline ends with KnowledgeBase), updated_at."""
 from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE
 from .definition import quote_ident
 
+INVALID_SCHEMA_NAME = "3F000"
+
 
 def expected_columns(key_type, dimensions):
     """(name, type) of every column, in order."""
@@ -59,6 +61,10 @@ def check_existing(db, oid, name, columns):
 
 def create(db, schema, table, columns, owner_role):
     """Create the destination table (as the caller, who needs CREATE on the schema)."""
+    if not db.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", schema):
+        raise AidbError(f'schema "{schema}" of destination table "{table}" does not exist',
+                        sqlstate=INVALID_SCHEMA_NAME,
+                        hint="Create the schema first, or pass another destination.")
     if not db.query("SELECT pg_catalog.has_schema_privilege(%s, 'CREATE') AS ok", schema)[0]["ok"]:
         raise AidbError(f'permission denied to create destination table in schema "{schema}"',
                         sqlstate=INSUFFICIENT_PRIVILEGE,

@@ -11,7 +11,7 @@ import json
 from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE
 from . import capture, destination
 from .definition import load_pipeline, load_pipeline_by_id
-from .queries import BatchQueries, filter_expression
+from .queries import BatchQueries
 from .source import resolve_source
 from .steps import knowledge_base_of, validate_steps
 
@@ -20,6 +20,8 @@ MODES = ("Live", "Background", "Disabled")
 
 def create_pipeline(db, args, model_loader):
     """`args` holds create_pipeline's arguments by name; returns the pipeline."""
+    _check_not_null(args, "name", "source", "auto_processing", "batch_size",
+                    "background_sync_interval", "owner_role")
     _check_name(db, args["name"])
     _check_settings(db, args["auto_processing"], args["batch_size"], args["background_sync_interval"])
     owner = _check_owner(db, args["owner_role"])
@@ -62,16 +64,23 @@ def install_objects(db, pipeline):
     db.execute("SELECT aidb._install_pipeline_objects(%s::int, %s)", pipeline.id, body)
 
 
-def update_pipeline(db, name, auto_processing, batch_size, background_sync_interval):
-    """Change how a pipeline runs; NULL arguments keep their value."""
+def pipeline_for_change(db, name):
+    """The pipeline called `name`, if the caller may change or run it (a
+    member of its owner role); a clear error otherwise."""
     pipeline = load_pipeline(db, name)
     _check_may_change(db, pipeline)
+    return pipeline
+
+
+def update_pipeline(db, name, auto_processing, batch_size, background_sync_interval):
+    """Change how a pipeline runs; NULL arguments keep their value."""
+    pipeline = pipeline_for_change(db, name)
     _check_settings(db, auto_processing, batch_size, background_sync_interval)
     db.execute("""
         UPDATE aidb.pipeline_registry
-        SET auto_processing = coalesce(%s, auto_processing),
-            batch_size = coalesce(%s, batch_size),
-            background_sync_interval = coalesce(%s::interval, background_sync_interval)
+        SET auto_processing = coalesce(%s::text, auto_processing),
+            batch_size = coalesce(%s::integer, batch_size),
+            background_sync_interval = coalesce(%s::text::interval, background_sync_interval)
         WHERE id = %s""", auto_processing, batch_size, background_sync_interval, pipeline.id)
     updated = load_pipeline_by_id(db, pipeline.id)
     if updated.auto_processing != pipeline.auto_processing and updated.source_kind == "table":
@@ -82,8 +91,7 @@ def update_pipeline(db, name, auto_processing, batch_size, background_sync_inter
 def delete_pipeline(db, name, drop_destination):
     """Remove triggers, backlog, state and bookkeeping; keep the destination
     table unless asked to drop it."""
-    pipeline = load_pipeline(db, name)
-    _check_may_change(db, pipeline)
+    pipeline = pipeline_for_change(db, name)
     if pipeline.source_kind == "table":
         for statement in capture.drop_triggers_sql(pipeline):
             db.execute(statement)
@@ -96,13 +104,21 @@ def delete_pipeline(db, name, drop_destination):
 # --- checks ----------------------------------------------------------------------------
 
 
+def _check_not_null(args, *names):
+    for name in names:
+        if args[name] is None:
+            raise InvalidInput(f"{name} must not be NULL")
+
+
 def _check_name(db, name):
-    valid = (name and len(name.encode()) <= 63 and (name[0].isalpha() or name[0] == "_")
-             and all(ch.isalnum() or ch in "_$" for ch in name))
-    if not valid:
-        raise InvalidInput(f"invalid pipeline name {name!r}",
+    if len(name.encode()) > 63:
+        raise InvalidInput(f'pipeline name "{name}" is too long ({len(name.encode())} bytes)',
+                           hint="A pipeline name has at most 63 bytes, like any PostgreSQL name.")
+    if not (name and (name[0].isalpha() or name[0] == "_")
+            and all(ch.isalnum() or ch in "_$" for ch in name)):
+        raise InvalidInput(f'invalid pipeline name "{name}"',
                            hint="Use an identifier: a letter or underscore, then letters, digits "
-                                "or underscores, at most 63 bytes.")
+                                "or underscores.")
     if db.query("SELECT 1 FROM aidb.pipeline_registry WHERE name = %s", name):
         raise AidbError(f'pipeline "{name}" already exists', sqlstate=DUPLICATE_OBJECT,
                         hint="Choose another name, or aidb.delete_pipeline() the old one first.")
@@ -123,7 +139,8 @@ def _check_settings(db, auto_processing, batch_size, interval):
 def _check_owner(db, owner_role):
     rows = db.query("SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s", owner_role)
     if not rows:
-        raise AidbError(f'role "{owner_role}" does not exist', sqlstate="42704")
+        raise AidbError(f'owner role "{owner_role}" does not exist', sqlstate="42704",
+                        hint="owner_role must name an existing role; it defaults to the caller.")
     if not db.query("SELECT pg_catalog.pg_has_role(%s, 'MEMBER') AS ok", owner_role)[0]["ok"]:
         raise AidbError(f'permission denied to create a pipeline owned by role "{owner_role}"',
                         sqlstate=INSUFFICIENT_PRIVILEGE,
@@ -149,17 +166,16 @@ def _model_dimensions(db, steps, model_loader):
 
 
 def _check_filter(db, src, source_filter):
-    """The filter must be one boolean expression over the source's columns.
-    Planning it (never running it) finds syntax errors, unknown columns and
-    anything that is not a single expression."""
+    """The filter must be one boolean expression over the source's columns;
+    aidb._check_source_filter plans it (never runs it), so syntax errors,
+    unknown columns and extra statements are refused before any write."""
     if source_filter is None:
         return
     try:
         with db.savepoint():
-            db.query(f"SELECT {filter_expression(source_filter)}::boolean AS ok "
-                     f"FROM {src.qualified} LIMIT 0")
+            db.execute("SELECT aidb._check_source_filter(%s::oid::regclass, %s)", src.oid, source_filter)
     except Exception as exc:  # noqa: BLE001 — reported with the filter
-        raise InvalidInput(f"invalid source_filter {source_filter!r}: {_first_line(exc)}",
+        raise InvalidInput(f'invalid source_filter "{source_filter}": {_first_line(exc)}',
                            hint="Give a boolean SQL expression over the source's columns, "
                                 "such as: published_time IS NOT NULL.") from None
 

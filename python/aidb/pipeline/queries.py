@@ -9,6 +9,11 @@ class BatchQueries:
     def __init__(self, pipeline):
         p = pipeline
         keys = f"%s::text[]::{p.key_type}[]"          # a text[] parameter of keys
+        # Taken before a run touches the backlog. TRUNCATE on the source locks
+        # the source, then (in its capture trigger) backlog, destination and
+        # state; a run that held backlog locks while waiting to read the
+        # source would deadlock with it, so runs lock the source first too.
+        self.lock_source = f"LOCK TABLE {p.source} IN ACCESS SHARE MODE"
         # Advisory try-locks are taken in key order (a DISTINCT subquery is
         # never flattened, so the projection runs on sorted rows); a key that
         # another process holds comes back with locked = false.
@@ -79,4 +84,6 @@ def filter_expression(source_filter):
     """The user's boolean expression over a source row, parenthesised. It was
     checked when the pipeline was created and runs with the pipeline owner's
     rights only; the newline ends any trailing -- comment inside it."""
-    return f"({source_filter}\n)" if source_filter else "true"
+    # Engine SQL is a %s-format string for both database adapters: a literal
+    # % in the filter (LIKE 'a%') must be doubled.
+    return f"({source_filter.replace('%', '%%')}\n)" if source_filter else "true"

@@ -9,6 +9,8 @@ from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE, UNDEFINED_
 # relkind -> our source kind. Materialized views cannot carry triggers, so
 # they are reconciled by content hash like views.
 SOURCE_KINDS = {"r": "table", "p": "table", "v": "view", "m": "view", "f": "view"}
+OTHER_KINDS = {"i": "an index", "I": "an index", "S": "a sequence", "c": "a composite type",
+               "t": "a TOAST table"}
 
 
 @dataclass
@@ -33,7 +35,8 @@ def resolve_source(db, name, key_column, data_column, owner_role):
                         hint="Name a table or view (schema-qualified if it is not on the search_path).")
     row = rows[0]
     if row["relkind"] not in SOURCE_KINDS:
-        raise InvalidInput(f'source "{name}" is not a table or view')
+        what = OTHER_KINDS.get(row["relkind"], "another kind of relation")
+        raise InvalidInput(f'source "{name}" is {what}, not a table or view')
     _check_privileges(db, name, row, owner_role)
     key_column = key_column or _primary_key_column(db, name, row["oid"])
     for column, what in ((key_column, "key"), (data_column, "data")):

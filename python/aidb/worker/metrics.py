@@ -1,4 +1,5 @@
-"""Prometheus metrics of an external worker, served on 127.0.0.1:PORT/metrics."""
+"""Prometheus metrics of an external worker, served on HOST:PORT/metrics
+(127.0.0.1 unless told otherwise, e.g. 0.0.0.0 in a container)."""
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -6,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 def serve_metrics(stats, port, host="127.0.0.1"):
     """Start the metrics server in a daemon thread; returns the server."""
+    stats.wants_pending = True     # the backlog gauge
 
     class MetricsHandler(BaseHTTPRequestHandler):
         def do_GET(self):

@@ -4,6 +4,8 @@ and a .env file (the command line wins, then the environment, then .env)."""
 import os
 import re
 
+from ..redact import MASK, redact, remember_secret
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -39,5 +41,16 @@ def env(name, default=None):
 
 
 def redact_url(url):
-    """A connection URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url or "")
+    """A connection string (URL or key=value) without its password, for
+    messages: user:PASSWORD@ in a URL, ?password= and password= are masked."""
+    return redact(re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{MASK}@", url or ""))
+
+
+def remember_db_password(url):
+    """Have every later message mask the password of `url`, wherever a
+    driver error might echo it."""
+    from psycopg.conninfo import conninfo_to_dict
+    try:
+        remember_secret(conninfo_to_dict(url).get("password"))
+    except Exception:  # noqa: BLE001 — unparsable: connecting will say so (redacted)
+        pass

@@ -1,25 +1,61 @@
 """Counters of an external worker: for progress output, Prometheus and heartbeats."""
 
 import threading
+import time
 from collections import defaultdict
+
+# The pending count is a count(DISTINCT key) over the backlog: cheap, but not
+# something to run after every batch of a million-row backfill.
+PENDING_EVERY_SECONDS = 1.0
+
+
+_SERIES = {
+    "aidb_worker_keys_processed_total": ("counter", "keys", "Source keys processed by this worker."),
+    "aidb_worker_batches_total": ("counter", "batches", "Batches committed by this worker."),
+    "aidb_worker_errors_total": ("counter", "errors", "Batches that failed."),
+    "aidb_worker_pending_keys": ("gauge", "pending", "Keys left in the backlog (counted about once a second)."),
+}
 
 
 class WorkerStats:
     def __init__(self):
         self._lock = threading.Lock()
+        self.started = time.monotonic()
         self.keys_processed = 0
         self.errors = 0
         self.batches = 0
-        self.per_pipeline = defaultdict(lambda: {"keys": 0, "batches": 0, "errors": 0})
+        # pending: keys left in the backlog when last counted (None: not counted)
+        self.per_pipeline = defaultdict(lambda: {"keys": 0, "batches": 0, "errors": 0,
+                                                 "pending": None})
         self.last_error = None
         self.listeners = []          # called with (pipeline, stats) after each batch
+        self.wants_pending = False   # set by a progress display or the metrics server
+        self._pending_counted = {}   # pipeline -> time.monotonic() of its last count
 
-    def record_batch(self, pipeline, keys):
+    def pending_due(self, pipeline, idle):
+        """Whether to count `pipeline`'s backlog now: when someone shows it,
+        after an idle batch (so that a drained backlog shows 0) or once a second."""
+        if not self.wants_pending:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if not idle and now - self._pending_counted.get(pipeline, -1e9) < PENDING_EVERY_SECONDS:
+                return False
+            self._pending_counted[pipeline] = now
+            return True
+
+    def record_batch(self, pipeline, keys, pending=None):
         with self._lock:
             self.batches += 1
             self.keys_processed += keys
-            self.per_pipeline[pipeline]["keys"] += keys
-            self.per_pipeline[pipeline]["batches"] += 1
+            counts = self.per_pipeline[pipeline]
+            counts["keys"] += keys
+            counts["batches"] += 1
+            if pending is not None:
+                counts["pending"] = pending
+            elif counts["pending"] is not None:
+                # Not counted this time: keep processed + pending steady.
+                counts["pending"] = max(0, counts["pending"] - keys)
         self._notify(pipeline)
 
     def record_error(self, pipeline, message):
@@ -29,19 +65,24 @@ class WorkerStats:
             self.last_error = f"{pipeline}: {message}"
         self._notify(pipeline)
 
+    def snapshot(self):
+        """{pipeline: counts} copied under the lock, for displays."""
+        with self._lock:
+            return {name: dict(counts) for name, counts in sorted(self.per_pipeline.items())}
+
     def _notify(self, pipeline):
         for listener in self.listeners:
             listener(pipeline, self)
 
     def prometheus(self):
         """The counters in Prometheus' text exposition format."""
-        lines = ["# TYPE aidb_worker_keys_processed_total counter",
-                 "# TYPE aidb_worker_batches_total counter",
-                 "# TYPE aidb_worker_errors_total counter"]
-        with self._lock:
-            for name, counts in sorted(self.per_pipeline.items()):
-                label = name.replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'aidb_worker_keys_processed_total{{pipeline="{label}"}} {counts["keys"]}')
-                lines.append(f'aidb_worker_batches_total{{pipeline="{label}"}} {counts["batches"]}')
-                lines.append(f'aidb_worker_errors_total{{pipeline="{label}"}} {counts["errors"]}')
+        snapshot = self.snapshot()
+        lines = []
+        # Each metric's samples form one group after its HELP and TYPE lines.
+        for metric, (kind, field, text) in _SERIES.items():
+            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+            for name, counts in snapshot.items():
+                if counts[field] is not None:
+                    label = name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                    lines.append(f'{metric}{{pipeline="{label}"}} {counts[field]}')
         return "\n".join(lines) + "\n"

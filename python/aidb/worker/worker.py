@@ -20,11 +20,15 @@ from ..errors import AidbError
 from ..models import ModelCache
 from ..models.store import load_model
 from ..pipeline.definition import load_pipeline
+from ..pipeline.queries import BatchQueries
 from ..pipeline.runner import run_worker_batch
-from .settings import redact_url
+from ..redact import redact
+from .settings import redact_url, remember_db_password
 from .stats import WorkerStats
 
 log = logging.getLogger("aidb.worker")
+
+RECONNECT_MAX_SECONDS = 30
 
 
 class WorkerError(Exception):
@@ -40,6 +44,7 @@ class Worker:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.db_url = db_url
+        remember_db_password(db_url)
         self.pipelines = list(pipelines or [])
         self.poll_interval = float(poll_interval)
         self.concurrency = concurrency
@@ -51,8 +56,14 @@ class Worker:
     async def run(self):
         """Serve until asked to stop; returns the exit status (1: --once met errors)."""
         await asyncio.to_thread(self._check_startup)
-        slots = [asyncio.to_thread(self._serve, slot) for slot in range(self.concurrency)]
-        await asyncio.gather(*slots)
+        try:
+            outcomes = await asyncio.gather(*(self._slot(n) for n in range(self.concurrency)),
+                                            return_exceptions=True)
+        finally:
+            await asyncio.to_thread(self._heartbeat_stopped)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
         return 1 if self.once and self.stats.errors else 0
 
     async def request_graceful_shutdown(self):
@@ -63,6 +74,15 @@ class Worker:
         """Thread- and signal-safe form of request_graceful_shutdown()."""
         self._stop.set()
 
+    async def _slot(self, slot):
+        try:
+            await asyncio.to_thread(self._serve, slot)
+        except BaseException:
+            # A slot that fails (or a run() that is cancelled) stops the others
+            # after their batch: threads cannot be cancelled, only asked.
+            self.shutdown()
+            raise
+
     # --- start-up checks ---------------------------------------------------------------
 
     def _connect(self):
@@ -71,8 +91,8 @@ class Worker:
             return psycopg.connect(self.db_url, autocommit=True,
                                    application_name="aidb external worker")
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WorkerError(f"cannot connect to {redact_url(self.db_url)}: {reason}") from None
+            raise WorkerError(f"cannot connect to {redact_url(self.db_url)}: "
+                              f"{_first_line(exc)}") from None
 
     def _check_startup(self):
         with self._connect() as connection:
@@ -83,28 +103,44 @@ class Worker:
             missing = [name for name in self.pipelines if name not in known]
             if missing:
                 raise WorkerError(f'pipeline "{missing[0]}" does not exist')
+            self._heartbeat(db, self._pipelines_to_serve(db))   # listed in aidb.workers at once
 
     # --- the loop of one thread -------------------------------------------------------
 
     def _serve(self, slot):
-        with self._connect() as connection:
-            db = PsycopgDatabase(connection, stop=self._stop)
-            models = ModelCache()
-            while not self._stop.is_set():
-                names = self._pipelines_to_serve(db)
-                did_work = any([self._drain_once(db, models, name) for name in names
-                                if not self._stop.is_set()])
-                self._heartbeat(db, names)
-                if self.once and not did_work:
-                    break
-                if not did_work:
-                    self._stop.wait(self.poll_interval)
-            self._heartbeat(db, [], stopped=True)
+        """Serve on one connection; reconnect (backing off) when it is lost,
+        unless running --once."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                with self._connect() as connection:
+                    failures = 0
+                    self._serve_on(PsycopgDatabase(connection, stop=self._stop))
+                return
+            except (WorkerError, _ConnectionLost) as exc:
+                if self.once:
+                    raise WorkerError(str(exc)) from None
+                failures += 1
+                delay = min(RECONNECT_MAX_SECONDS, 2 ** failures)
+                log.warning("slot %d: %s; reconnecting in %ds", slot, exc, delay)
+                self._stop.wait(delay)
+
+    def _serve_on(self, db):
+        models = ModelCache()
+        while not self._stop.is_set():
+            names = self._pipelines_to_serve(db)
+            did_work = any([self._drain_once(db, models, name) for name in names
+                            if not self._stop.is_set()])
+            self._heartbeat(db, names)
+            if self.once and not did_work:
+                break
+            if not did_work:
+                self._stop.wait(self.poll_interval)
 
     def _pipelines_to_serve(self, db):
         """Background pipelines (or the named ones); new ones are picked up."""
-        rows = db.query("SELECT name FROM aidb.pipeline_registry "
-                        "WHERE auto_processing = 'Background' OR name = ANY (%s) ORDER BY name",
+        rows = _checked(db, "SELECT name FROM aidb.pipeline_registry WHERE "
+                        "auto_processing = 'Background' OR name = ANY (%s) ORDER BY name",
                         self.pipelines)
         names = [r["name"] for r in rows]
         return [n for n in names if n in self.pipelines] if self.pipelines else names
@@ -116,26 +152,71 @@ class Worker:
                 pipeline = load_pipeline(db, name)
                 processed = run_worker_batch(db, pipeline, lambda m: load_model(db, models, m))
         except AidbError as exc:
-            self.stats.record_error(name, exc.message)
-            log.warning("pipeline=%s error=%r", name, exc.message)
-            return False
+            return self._failed(name, exc.message)
         except Exception as exc:  # noqa: BLE001 — one pipeline's failure must not stop the worker
-            self.stats.record_error(name, str(exc))
+            if db.connection.closed:
+                raise _ConnectionLost(f"lost the connection: {_first_line(exc)}") from None
             log.exception("pipeline=%s unexpected error", name)
-            return False
+            return self._failed(name, str(exc))
         if processed < 0:
-            self.stats.record_error(name, "batch failed (see aidb.pipeline_errors)")
-            return False
-        self.stats.record_batch(name, processed)
+            return self._failed(name, "batch failed (see aidb.pipeline_errors)")
+        self.stats.record_batch(name, processed, self._pending(db, pipeline, idle=not processed))
         if processed:
-            log.info("pipeline=%s processed=%d", name, processed)
+            # Flagged: the progress display shows batches as bars instead.
+            log.info("pipeline=%s processed=%d", name, processed, extra={"batch": True})
         return processed > 0
 
+    def _failed(self, name, message):
+        self.stats.record_error(name, message)
+        log.warning("pipeline=%s error=%r", name, message)
+        return False
+
+    def _pending(self, db, pipeline, idle):
+        """Keys left in the backlog, when a progress display or the metrics
+        want it (a count over the backlog, so at most every second or so)."""
+        if not self.stats.pending_due(pipeline.name, idle):
+            return None
+        try:
+            return _checked(db, BatchQueries(pipeline).pending_keys)[0]["n"]
+        except _ConnectionLost:
+            raise
+        except Exception:  # noqa: BLE001 — e.g. the pipeline was deleted just now
+            log.debug("pipeline=%s pending count failed", pipeline.name, exc_info=True)
+            return None
+
     def _heartbeat(self, db, names, stopped=False):
-        """Tell aidb.workers (and aidb.pipem) that we are alive and what we serve."""
+        """Tell aidb.workers that we are alive and what we serve."""
         try:
             db.query("SELECT aidb._worker_heartbeat(%s::uuid, %s, %s, %s, %s::text[], %s, %s, %s, %s)",
                      str(self.worker_id), socket.gethostname(), os.getpid(), __version__, names,
                      self.stats.keys_processed, self.stats.errors, self.poll_interval, stopped)
         except Exception:  # noqa: BLE001 — bookkeeping must never stop the work
             log.debug("heartbeat failed", exc_info=True)
+
+    def _heartbeat_stopped(self):
+        """Once every slot has finished: aidb.workers shows us as stopped."""
+        try:
+            with self._connect() as connection:
+                self._heartbeat(PsycopgDatabase(connection), [], stopped=True)
+        except WorkerError:
+            log.debug("final heartbeat failed", exc_info=True)
+
+
+class _ConnectionLost(Exception):
+    """The database connection broke (server restart, terminated backend)."""
+
+
+def _checked(db, sql, *params):
+    """db.query, with a broken connection reported as _ConnectionLost."""
+    try:
+        return db.query(sql, *params)
+    except Exception as exc:
+        if db.connection.closed:
+            raise _ConnectionLost(f"lost the connection: {_first_line(exc)}") from None
+        raise
+
+
+def _first_line(exc):
+    """The first line of a driver error, with secrets masked."""
+    text = str(exc).strip()
+    return redact(text.splitlines()[0]) if text else type(exc).__name__

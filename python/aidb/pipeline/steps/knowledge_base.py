@@ -35,10 +35,32 @@ class KnowledgeBase:
             raise InvalidInput("KnowledgeBase: \"vector_index\" must be a JSON object, "
                                "such as {\"type\": \"hnsw\"}")
         _one_of("vector_index.type", index.get("type", "hnsw"), INDEX_TYPES)
+        normalized["vector_index"] = _check_index_settings(index)
         return normalized
+
+
+# pgvector's bounds for each index parameter.
+INDEX_SETTINGS = {"hnsw": {"m": (2, 100), "ef_construction": (4, 1000)},
+                  "ivfflat": {"lists": (1, 32768)}, "none": {}}
+
+
+def _check_index_settings(index):
+    kind = index.get("type", "hnsw")
+    allowed = INDEX_SETTINGS[kind]
+    for key, value in index.items():
+        if key == "type":
+            continue
+        if key not in allowed:
+            raise InvalidInput(f'KnowledgeBase: a {kind} index has no setting "{key}"',
+                               hint="Settings: " + (", ".join(allowed) or "none") + ".")
+        low, high = allowed[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidInput(f'KnowledgeBase: vector_index "{key}" must be an integer '
+                               f"from {low} to {high}, not {value}")
+    return {"type": kind, **{k: v for k, v in index.items() if k != "type"}}
 
 
 def _one_of(option, value, allowed):
     if value not in allowed:
-        raise InvalidInput(f'KnowledgeBase: "{option}" cannot be {value!r}',
+        raise InvalidInput(f'KnowledgeBase: "{option}" cannot be "{value}"',
                            hint="Use one of: " + ", ".join(allowed) + ".")
