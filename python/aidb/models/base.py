@@ -7,7 +7,7 @@ to check its configuration (`validate`).
 
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from ..errors import ModelError, PIPELINE_PERMANENT, RECORD_PERMANENT, RECORD_TEMPORARY
 from ..redact import redact
@@ -86,10 +86,7 @@ class EmbeddingModel:
     def _send(self, batches, pending, results):
         """Send the pending batches (concurrently if allowed); fill `results`
         and return the (index, TransientFailure) pairs that should be retried."""
-        if len(pending) == 1 or self.max_concurrent <= 1:
-            outcomes = [self._attempt(batches[i]) for i in pending]
-        else:
-            outcomes = list(self._thread_pool().map(self._attempt, [batches[i] for i in pending]))
+        outcomes = self._attempt_in_threads([batches[i] for i in pending])
         failures = []
         for index, outcome in zip(pending, outcomes):
             if isinstance(outcome, TransientFailure):
@@ -100,6 +97,19 @@ class EmbeddingModel:
                 self._check_shape(batches[index], outcome)
                 results[index] = outcome
         return failures
+
+    def _attempt_in_threads(self, batches):
+        """Run the requests in the pool (at most max_concurrent at once) while
+        this thread keeps checking for a query cancel: self.sleep(0) is
+        pg_sleep(0) inside PostgreSQL, which raises if the statement was
+        cancelled or the backend terminated, instead of waiting out a hung
+        request's timeout."""
+        futures = [self._thread_pool().submit(self._attempt, batch) for batch in batches]
+        while True:
+            _, not_done = wait(futures, timeout=0.1)
+            if not not_done:
+                return [future.result() for future in futures]
+            self.sleep(0)
 
     def _attempt(self, texts):
         """One try at one batch; exceptions are returned, not raised, so the
@@ -120,7 +130,7 @@ class EmbeddingModel:
 
     def _thread_pool(self):
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.max_concurrent,
+            self._pool = ThreadPoolExecutor(max_workers=max(1, self.max_concurrent),
                                             thread_name_prefix=f"aidb-{self.name}",
                                             initializer=_block_postgres_signals)
         return self._pool

@@ -8,12 +8,14 @@ aidb.pipeline_errors / aidb.pipem, and draining stops.
 """
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import ModelError, PIPELINE_PERMANENT, PIPELINE_TEMPORARY
 from . import error_log
 from .batch import run_batch
 from .queries import BatchQueries
+from .vector_index import ensure_vector_index
 
 PROGRESS_EVERY_SECONDS = 5.0
 
@@ -32,13 +34,20 @@ class RunSummary:
         return self.processed / self.seconds if self.seconds > 0 else None
 
 
-def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True):
+def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, reconcile_view=True):
     """Process pending work until the backlog is empty (or only holds keys
-    that other processes are working on), or a batch fails."""
+    that other processes are working on), or a batch fails. Runs with the
+    pipeline owner's rights, whoever calls it (DESIGN.md: the source_filter
+    never runs with anyone else's)."""
+    with as_pipeline_owner(db, pipeline):
+        return _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_view)
+
+
+def _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_view):
     started = time.monotonic()
     summary = RunSummary()
     _lock_source(db, pipeline)
-    if pipeline.source_kind == "view":
+    if pipeline.source_kind == "view" and reconcile_view:
         reconcile(db, pipeline)
     pending = _pending(db, pipeline) if progress else 0
     claimed_so_far, batches, last_report = [], 0, started
@@ -62,8 +71,24 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True):
     summary.seconds = time.monotonic() - started
     if summary.error is None and summary.processed:
         error_log.clear_pipeline_errors(db, pipeline.id)
+        if _pending(db, pipeline) == 0:
+            ensure_vector_index(db, pipeline)     # once the (initial) backlog is drained
     _save_stats(db, pipeline, summary)
     return summary
+
+
+@contextmanager
+def as_pipeline_owner(db, pipeline):
+    """SET ROLE to the pipeline's owner for the block (as is_local, so a
+    failed transaction resets it too), then back to the caller's role."""
+    previous = db.query("SELECT current_setting('role') AS r")[0]["r"]
+    owner = db.query("SELECT rolname FROM pg_catalog.pg_roles WHERE oid = %s::regrole",
+                     pipeline.owner_role)[0]["rolname"]
+    db.execute("SELECT set_config('role', %s, true)", owner)
+    try:
+        yield
+    finally:
+        db.execute("SELECT set_config('role', %s, true)", previous)
 
 
 def _pending(db, pipeline):
@@ -102,10 +127,11 @@ def _lock_source(db, pipeline):
 def reconcile(db, pipeline):
     """Enqueue every key whose source content differs from what the
     destination was built from; returns how many were found."""
-    _lock_source(db, pipeline)   # the INSERT below would lock the backlog first
     sql = f"WITH enqueued AS ({BatchQueries(pipeline).enqueue_drift} RETURNING 1) " \
           "SELECT count(*) AS n FROM enqueued"
-    return db.query(sql)[0]["n"]
+    with as_pipeline_owner(db, pipeline):
+        _lock_source(db, pipeline)   # the INSERT below would lock the backlog first
+        return db.query(sql)[0]["n"]
 
 
 def run_worker_batch(db, pipeline, model_loader):
@@ -115,5 +141,6 @@ def run_worker_batch(db, pipeline, model_loader):
     its backlog is empty, so a backfill does not rescan the view per batch."""
     if pipeline.source_kind == "view" and _pending(db, pipeline) == 0:
         reconcile(db, pipeline)
-    summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False)
+    summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False,
+                           reconcile_view=False)
     return -1 if summary.error is not None else summary.processed
