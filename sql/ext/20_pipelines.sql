@@ -13,10 +13,11 @@
 CREATE TABLE aidb.pipeline_registry (
     id                       integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name                     text NOT NULL UNIQUE,
-    source                   regclass NOT NULL,
-    source_kind              text NOT NULL CHECK (source_kind IN ('table', 'view')),
-    source_key_column        text NOT NULL,
-    source_data_column       text NOT NULL,
+    source                   regclass,             -- a table or view, or
+    source_volume            text,                 -- a volume (aidb.volumes)
+    source_kind              text NOT NULL CHECK (source_kind IN ('table', 'view', 'volume')),
+    source_key_column        text,                 -- NULL for volumes: the key is the object key
+    source_data_column       text,
     source_filter            text,
     destination              regclass NOT NULL,
     steps                    jsonb NOT NULL,
@@ -26,7 +27,11 @@ CREATE TABLE aidb.pipeline_registry (
     background_sync_interval interval NOT NULL DEFAULT '30 seconds'
                              CHECK (background_sync_interval BETWEEN '1 second' AND '2 days'),
     owner_role               regrole NOT NULL DEFAULT current_user::regrole,
-    created_at               timestamptz NOT NULL DEFAULT now()
+    created_at               timestamptz NOT NULL DEFAULT now(),
+    CHECK (CASE source_kind WHEN 'volume' THEN source IS NULL AND source_volume IS NOT NULL
+                            ELSE source IS NOT NULL AND source_volume IS NULL
+                                 AND source_key_column IS NOT NULL
+                                 AND source_data_column IS NOT NULL END)
 );
 COMMENT ON TABLE aidb.pipeline_registry IS
     'Pipelines. Use aidb.create_pipeline() and friends; read aidb.pipelines / aidb.pipem.';
@@ -37,7 +42,9 @@ CREATE TABLE aidb.pipeline_run_stats (
     last_run        timestamptz,
     keys_processed  bigint NOT NULL DEFAULT 0,
     last_rate       double precision,     -- keys per second of the last run
-    last_error      text
+    last_error      text,
+    scans_completed bigint NOT NULL DEFAULT 0,  -- volumes: complete listings so far
+    objects_seen    bigint                      -- volumes: objects in the last listing
 );
 
 -- Errors: one row per failing key (source_key set), or per pipeline-wide
@@ -80,8 +87,12 @@ ALTER TABLE aidb.pipeline_error_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON aidb.pipeline_error_log FOR ALL
     USING (aidb._owns_pipeline(pipeline_id)) WITH CHECK (aidb._owns_pipeline(pipeline_id));
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON aidb.pipeline_registry, aidb.pipeline_run_stats,
-    aidb.pipeline_error_log TO PUBLIC;
+-- Only aidb users create, change and delete pipelines. The bookkeeping is
+-- written by runs, as the pipeline's owner (Live triggers fire for whoever
+-- writes the source); row-level security limits it to the owner's pipelines.
+GRANT SELECT ON aidb.pipeline_registry, aidb.pipeline_run_stats, aidb.pipeline_error_log TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON aidb.pipeline_registry TO aidb_users;
+GRANT INSERT, UPDATE, DELETE ON aidb.pipeline_run_stats, aidb.pipeline_error_log TO PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('aidb.pipeline_registry', '');
 
@@ -111,8 +122,12 @@ BEGIN
         RAISE EXCEPTION 'permission denied for pipeline "%"', p.name
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO STRICT key_type
-    FROM pg_attribute a WHERE a.attrelid = p.source AND a.attname = p.source_key_column;
+    IF p.source_kind = 'volume' THEN
+        key_type := 'text';      -- object keys
+    ELSE
+        SELECT format_type(a.atttypid, a.atttypmod) INTO STRICT key_type
+        FROM pg_attribute a WHERE a.attrelid = p.source AND a.attname = p.source_key_column;
+    END IF;
 
     EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s NOT NULL, queued_at timestamptz NOT NULL DEFAULT now())',
                    backlog, key_type);
@@ -150,3 +165,9 @@ BEGIN
     EXECUTE format('DROP FUNCTION IF EXISTS aidb.%I() CASCADE', '_capture_' || pipeline_id);
 END
 $$;
+
+-- Only aidb users create and drop pipeline objects (SECURITY DEFINER).
+REVOKE ALL ON FUNCTION aidb._install_pipeline_objects(integer, text),
+    aidb._drop_pipeline_objects(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION aidb._install_pipeline_objects(integer, text),
+    aidb._drop_pipeline_objects(integer) TO aidb_users;

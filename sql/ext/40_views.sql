@@ -2,7 +2,7 @@
 
 CREATE VIEW aidb.pipelines AS
 SELECT p.name,
-       p.source::text AS source,
+       coalesce(p.source::text, p.source_volume) AS source,
        p.source_kind AS source_type,
        p.source_key_column,
        p.source_data_column,
@@ -84,8 +84,9 @@ CREATE VIEW aidb.pipeline_metrics AS
 SELECT p.name AS "pipeline",
        p.auto_processing AS "auto processing",
        c.pending AS "table: unprocessed rows",
-       NULL::bigint AS "volume: scans completed",
-       c.source_records AS "count(source records)",
+       s.scans_completed AS "volume: scans completed",
+       CASE WHEN p.source_kind = 'volume' THEN s.objects_seen ELSE c.source_records END
+           AS "count(source records)",
        c.destination_records AS "count(destination records)",
        aidb._pipeline_status(p, c.pending, c.source_records, c.destination_records,
                              e.record_errors, e.blocking_errors, e.temporary_errors, w.state) AS "Status",
@@ -95,7 +96,13 @@ SELECT p.name AS "pipeline",
        w.pid AS "worker pid",
        greatest(s.last_run, w.last_batch) AS "last run",
        round(coalesce(w.rows_per_second, s.last_rate)::numeric, 1) AS "rows/s",
-       s.last_error AS "last error"
+       -- Like aidb.pipeline_errors, for the pipeline's owner only.
+       CASE WHEN aidb._owns_pipeline(p.id) THEN s.last_error END AS "last error",
+       (SELECT string_agg(ic.relname, ', ' ORDER BY ic.relname)
+        FROM pg_catalog.pg_index i
+        JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+        WHERE i.indrelid = p.destination AND am.amname IN ('hnsw', 'ivfflat')) AS "vector index"
 FROM aidb.pipeline_registry p
 CROSS JOIN LATERAL aidb._pipeline_counts(p) c
 CROSS JOIN LATERAL aidb._worker_state(p.id) w

@@ -16,12 +16,13 @@ configuration errors raise (the runner rolls the batch back and records them).
 
 from dataclasses import dataclass, field
 
-from ..errors import ModelError, RECORD_PERMANENT
+from ..errors import AidbError, ModelError, RECORD_PERMANENT
 from ..models.base import EmbeddingModel
 from ..pgvector import vector_literal
-from . import error_log
+from . import error_log, volume_source
 from .queries import BatchQueries
 from .steps import knowledge_base_of, text_steps_of
+from .steps.errors import RecordError
 
 
 @dataclass
@@ -48,18 +49,30 @@ def run_batch(db, pipeline, model_loader, exclude_keys=()):
 def process_keys(db, pipeline, keys, model_loader):
     """Bring the destination rows of `keys` in step with the source."""
     queries = BatchQueries(pipeline)
-    rows = db.query(queries.read_source, keys)
+    rows, failures = _read_source(db, pipeline, queries, keys)
     gone = [r["key"] for r in rows if r["data"] is None]
     changed = [r for r in rows if r["data"] is not None and r["hash"] != r["stored_hash"]]
-    parts, failures = _run_text_steps(pipeline, changed)
+    parts, step_failures = _run_text_steps(pipeline, changed, model_loader)
+    failures.update(step_failures)
     vectors, embed_failures = _embed(pipeline, parts, model_loader)
-    failures.update(embed_failures)
+    failures.update({key: ("KnowledgeBase", message) for key, message in embed_failures.items()})
     done = [r for r in changed if r["key"] not in failures]
     _write(db, queries, pipeline, done, parts, vectors, gone + list(failures))
-    error_log.record_key_errors(db, pipeline.id, "KnowledgeBase", RECORD_PERMANENT, failures)
+    for step in {step for step, _ in failures.values()}:
+        error_log.record_key_errors(db, pipeline.id, step, RECORD_PERMANENT,
+                                    {k: m for k, (s, m) in failures.items() if s == step})
     error_log.clear_key_errors(db, pipeline.id, [r["key"] for r in done] + gone)
     return BatchResult(processed=len(keys), embedded=len(done), removed=len(gone),
                        failed=len(failures))
+
+
+def _read_source(db, pipeline, queries, keys):
+    """Current content of `keys`: rows (key, data, hash, stored_hash) and
+    {key: (step, error)} for records that cannot be read."""
+    if pipeline.source_kind == "volume":
+        rows, failures = volume_source.read_rows(db, pipeline, keys)
+        return rows, {key: ("read", message) for key, message in failures.items()}
+    return db.query(queries.read_source, keys), {}
 
 
 def _merge(total, part):
@@ -69,21 +82,44 @@ def _merge(total, part):
     total.failed += part.failed
 
 
-def _run_text_steps(pipeline, rows):
-    """{key: [part texts]} after the text steps, and {key: error} for keys
-    whose text a step could not handle."""
-    steps = text_steps_of(pipeline.steps)
+def _run_text_steps(pipeline, rows, model_loader):
+    """{key: [part texts]} after the text steps, and {key: (step, error)} for
+    keys whose content a step could not handle. Step errors that are not about
+    the record (a model outage in SummarizeText) stop the batch."""
+    steps = text_steps_of(pipeline.steps, model_loader)
     parts, failures = {}, {}
     for row in rows:
-        texts = [row["data"]]
+        texts, step_name = [row["data"]], "read"
         try:
             for step in steps:
-                texts = [piece for text in texts for piece in step.run(text)]
+                step_name = step.name
+                texts = [piece for text in texts for piece in step.run(_as_input(step, text))]
+            texts = [_as_text(text) for text in texts]
+        except AidbError as exc:
+            if exc.category != RECORD_PERMANENT:
+                raise
+            failures[row["key"]] = (step_name, exc.message)
+            continue
         except Exception as exc:  # noqa: BLE001 — one bad record must not stop the others
-            failures[row["key"]] = f"{type(exc).__name__}: {exc}"
+            failures[row["key"]] = (step_name, f"{type(exc).__name__}: {exc}")
             continue
         parts[row["key"]] = texts
     return parts, failures
+
+
+def _as_input(step, data):
+    """Document steps take bytes; text steps take text (volume objects arrive as bytes)."""
+    return data if getattr(step, "accepts_bytes", False) else _as_text(data)
+
+
+def _as_text(data):
+    if isinstance(data, bytes):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RecordError("the object is not UTF-8 text",
+                              hint="Parse it first: step ParseHtml, ParsePdf or PerformOcr.") from None
+    return data
 
 
 def _embed(pipeline, parts, model_loader):

@@ -16,10 +16,11 @@ def quote_ident(name):
 class Pipeline:
     id: int
     name: str
-    source_kind: str            # 'table' or 'view'
-    source: str                 # schema-qualified, quoted
-    key_column: str             # quoted
-    data_column: str            # quoted
+    source_kind: str            # 'table', 'view' or 'volume'
+    source: str | None          # schema-qualified, quoted (tables and views)
+    volume: str | None          # the volume's name (volumes)
+    key_column: str | None      # quoted (tables and views)
+    data_column: str | None     # quoted (tables and views)
     key_type: str               # as format_type() spells it
     source_filter: str | None
     destination: str            # schema-qualified, quoted
@@ -44,29 +45,35 @@ class Pipeline:
 _LOAD = """
 SELECT p.id, p.name, p.source_kind, p.source_filter, p.steps::text AS steps,
        p.auto_processing, p.batch_size, p.owner_role::text AS owner_role,
-       p.source_key_column, p.source_data_column,
-       format('%%I.%%I', sn.nspname, s.relname) AS source,
+       p.source_key_column, p.source_data_column, p.source_volume,
+       CASE WHEN s.oid IS NOT NULL THEN format('%%I.%%I', sn.nspname, s.relname) END AS source,
        format('%%I.%%I', dn.nspname, d.relname) AS destination,
-       format_type(a.atttypid, a.atttypmod) AS key_type
+       coalesce(format_type(a.atttypid, a.atttypmod), 'text') AS key_type
 FROM aidb.pipeline_registry p
-JOIN pg_catalog.pg_class s ON s.oid = p.source
-JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
+LEFT JOIN pg_catalog.pg_class s ON s.oid = p.source
+LEFT JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
 JOIN pg_catalog.pg_class d ON d.oid = p.destination
 JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace
-JOIN pg_catalog.pg_attribute a ON a.attrelid = p.source AND a.attname = p.source_key_column
+LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = p.source AND a.attname = p.source_key_column
 WHERE {condition}
 """
 
 
 def _from_row(row):
     return Pipeline(
-        id=row["id"], name=row["name"], source_kind=row["source_kind"], source=row["source"],
-        key_column=quote_ident(row["source_key_column"]),
-        data_column=quote_ident(row["source_data_column"]),
+        id=row["id"], name=row["name"], source_kind=row["source_kind"],
+        source=row["source"] if row["source_kind"] != "volume" else None,
+        volume=row["source_volume"],
+        key_column=_quoted_or_none(row["source_key_column"]),
+        data_column=_quoted_or_none(row["source_data_column"]),
         key_type=row["key_type"], source_filter=row["source_filter"],
         destination=row["destination"], steps=json.loads(row["steps"]),
         auto_processing=row["auto_processing"], batch_size=row["batch_size"],
         owner_role=row["owner_role"])
+
+
+def _quoted_or_none(name):
+    return quote_ident(name) if name is not None else None
 
 
 def load_pipeline(db, name):

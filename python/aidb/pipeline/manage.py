@@ -9,7 +9,8 @@ missed in between."""
 import json
 
 from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE
-from . import capture, destination
+from ..privileges import require_aidb_user
+from . import capture, destination, volume_source
 from .definition import load_pipeline, load_pipeline_by_id
 from .queries import BatchQueries
 from .source import resolve_source
@@ -20,21 +21,21 @@ MODES = ("Live", "Background", "Disabled")
 
 def create_pipeline(db, args, model_loader):
     """`args` holds create_pipeline's arguments by name; returns the pipeline."""
+    require_aidb_user(db, "create pipelines")
     _check_not_null(args, "name", "source", "auto_processing", "batch_size",
                     "background_sync_interval", "owner_role")
     _check_name(db, args["name"])
     _check_settings(db, args["auto_processing"], args["batch_size"], args["background_sync_interval"])
     owner = _check_owner(db, args["owner_role"])
-    src = resolve_source(db, args["source"], args["source_key_column"],
-                         args["source_data_column"], owner)
-    steps = validate_steps(args["steps"])
-    dimensions = _model_dimensions(db, steps, model_loader)
-    _check_filter(db, src, args["source_filter"])
-    key_type = db.query("SELECT pg_catalog.format_type(atttypid, atttypmod) AS t FROM pg_catalog.pg_attribute "
-                        "WHERE attrelid = %s::oid AND attname = %s", src.oid, src.key_column)[0]["t"]
-    columns = destination.expected_columns(key_type, dimensions)
+    if volume_source.is_volume(db, args["source"]):
+        origin = _volume_origin(db, args)
+    else:
+        origin = _table_origin(db, args, owner)
+    steps = validate_steps(args["steps"], origin["kind"])
+    _check_step_models(steps, model_loader)
+    columns = destination.expected_columns(origin["key_type"], _model_dimensions(db, steps, model_loader))
     schema, table, dest_oid = destination.resolve_destination(db, args["name"], args["destination"],
-                                                              src.schema)
+                                                              origin["schema"])
     if dest_oid is not None:
         destination.check_existing(db, dest_oid, f"{schema}.{table}", columns)
         dest_name = dest_oid
@@ -42,31 +43,74 @@ def create_pipeline(db, args, model_loader):
         dest_name = destination.create(db, schema, table, columns, owner)
     pipeline_id = db.query("""
         INSERT INTO aidb.pipeline_registry
-            (name, source, source_kind, source_key_column, source_data_column, source_filter,
-             destination, steps, auto_processing, batch_size, background_sync_interval, owner_role)
-        VALUES (%s, %s::oid::regclass, %s, %s, %s, %s, %s::regclass, %s::jsonb, %s, %s, %s::interval, %s::regrole)
-        RETURNING id""", args["name"], src.oid, src.kind, src.key_column, src.data_column,
-                           args["source_filter"], str(dest_name), _json(steps), args["auto_processing"],
-                           args["batch_size"], args["background_sync_interval"], owner)[0]["id"]
+            (name, source, source_volume, source_kind, source_key_column, source_data_column,
+             source_filter, destination, steps, auto_processing, batch_size,
+             background_sync_interval, owner_role)
+        VALUES (%s, %s::oid::regclass, %s, %s, %s, %s, %s, %s::regclass, %s::jsonb, %s, %s,
+                %s::interval, %s::regrole)
+        RETURNING id""", args["name"], origin["oid"], origin["volume"], origin["kind"],
+                           origin["key_column"], origin["data_column"], args["source_filter"],
+                           str(dest_name), _json(steps), args["auto_processing"], args["batch_size"],
+                           args["background_sync_interval"], owner)[0]["id"]
     pipeline = load_pipeline_by_id(db, pipeline_id)
     install_objects(db, pipeline)
+    _capture_existing(db, pipeline)
+    return pipeline
+
+
+def _table_origin(db, args, owner):
+    """Where a table or view pipeline reads from (checked)."""
+    src = resolve_source(db, args["source"], args["source_key_column"],
+                         args["source_data_column"], owner)
+    _check_filter(db, src, args["source_filter"])
+    key_type = db.query("SELECT pg_catalog.format_type(atttypid, atttypmod) AS t FROM pg_catalog.pg_attribute "
+                        "WHERE attrelid = %s::oid AND attname = %s", src.oid, src.key_column)[0]["t"]
+    return {"oid": src.oid, "volume": None, "kind": src.kind, "key_column": src.key_column,
+            "data_column": src.data_column, "key_type": key_type, "schema": src.schema}
+
+
+def _volume_origin(db, args):
+    """Where a volume pipeline reads from: objects, keyed by their key."""
+    for option in ("source_key_column", "source_data_column", "source_filter"):
+        if args[option] is not None:
+            raise InvalidInput(f'{option} does not apply to volume "{args["source"]}"',
+                               hint="A volume pipeline's key is the object key; its data, the object.")
+    if args["auto_processing"] == "Live":
+        raise InvalidInput(f'a pipeline over volume "{args["source"]}" cannot be Live',
+                           hint="Files change outside any transaction: use 'Background' "
+                                "(scans every background_sync_interval) or 'Disabled'.")
+    return {"oid": None, "volume": args["source"], "kind": "volume", "key_column": None,
+            "data_column": None, "key_type": "text", "schema": _current_schema(db)}
+
+
+def _current_schema(db):
+    return db.query("SELECT current_schema() AS s")[0]["s"]
+
+
+def _capture_existing(db, pipeline):
+    """Tables: triggers first, then the existing rows (the trigger's lock keeps
+    writers out until we commit). Views: every row. Volumes: a first scan."""
+    if pipeline.source_kind == "volume":
+        volume_source.scan(db, pipeline)
+        return
     if pipeline.source_kind == "table":
         for statement in capture.create_triggers_sql(pipeline):
             db.execute(statement)
     db.execute(BatchQueries(pipeline).enqueue_all)
-    return pipeline
 
 
 def install_objects(db, pipeline):
     """Backlog, state and (tables) the capture function, via the narrow
     SECURITY DEFINER helper; the capture body depends on the mode."""
-    body = capture.capture_function_body(pipeline, live=pipeline.auto_processing == "Live")
+    body = (capture.capture_function_body(pipeline, live=pipeline.auto_processing == "Live")
+            if pipeline.source_kind == "table" else "")
     db.execute("SELECT aidb._install_pipeline_objects(%s::int, %s)", pipeline.id, body)
 
 
 def pipeline_for_change(db, name):
     """The pipeline called `name`, if the caller may change or run it (a
     member of its owner role); a clear error otherwise."""
+    require_aidb_user(db, "manage pipelines")
     pipeline = load_pipeline(db, name)
     _check_may_change(db, pipeline)
     return pipeline
@@ -153,6 +197,17 @@ def _check_may_change(db, pipeline):
         raise AidbError(f'permission denied for pipeline "{pipeline.name}"',
                         sqlstate=INSUFFICIENT_PRIVILEGE,
                         detail=f"It belongs to role {pipeline.owner_role}.")
+
+
+def _check_step_models(steps, model_loader):
+    """Every model a step names exists, and SummarizeText's can write text."""
+    for step in steps:
+        if step["operation"] == "SummarizeText":
+            model = model_loader(step["options"]["model"])
+            if not hasattr(model, "complete"):
+                raise InvalidInput(f'SummarizeText: model "{step["options"]["model"]}" is not a '
+                                   "text-generation model",
+                                   hint="Use a model of provider openai_completions.")
 
 
 def _model_dimensions(db, steps, model_loader):

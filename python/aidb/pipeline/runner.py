@@ -11,10 +11,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import ModelError, PIPELINE_PERMANENT, PIPELINE_TEMPORARY
-from . import error_log
+from ..errors import AidbError, ModelError, PIPELINE_PERMANENT, PIPELINE_TEMPORARY
+from . import error_log, volume_source
 from .batch import run_batch
 from .queries import BatchQueries
+from .source import check_owner_can_read
 from .vector_index import ensure_vector_index
 
 PROGRESS_EVERY_SECONDS = 5.0
@@ -46,8 +47,15 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
 def _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_view):
     started = time.monotonic()
     summary = RunSummary()
+    try:
+        check_owner_can_read(db, pipeline)
+    except AidbError as exc:
+        summary.error, summary.seconds = exc, time.monotonic() - started
+        error_log.record_pipeline_error(db, pipeline.id, "source", PIPELINE_PERMANENT, exc.message)
+        _save_stats(db, pipeline, summary)
+        return summary
     _lock_source(db, pipeline)
-    if pipeline.source_kind == "view" and reconcile_view:
+    if pipeline.source_kind in ("view", "volume") and reconcile_view:
         reconcile(db, pipeline)
     pending = _pending(db, pipeline) if progress else 0
     claimed_so_far, batches, last_report = [], 0, started
@@ -121,15 +129,21 @@ def _save_stats(db, pipeline, summary):
 def _lock_source(db, pipeline):
     """Source before backlog: the lock order of TRUNCATE's capture trigger
     (see BatchQueries.lock_source); held until the caller's transaction ends."""
-    db.execute(BatchQueries(pipeline).lock_source)
+    if pipeline.source_kind != "volume":
+        db.execute(BatchQueries(pipeline).lock_source)
 
 
 def reconcile(db, pipeline):
     """Enqueue every key whose source content differs from what the
-    destination was built from; returns how many were found."""
+    destination was built from; returns how many were found. For a volume,
+    that is a scan of it."""
+    if pipeline.source_kind == "volume":
+        with as_pipeline_owner(db, pipeline):
+            return volume_source.scan(db, pipeline)
     sql = f"WITH enqueued AS ({BatchQueries(pipeline).enqueue_drift} RETURNING 1) " \
           "SELECT count(*) AS n FROM enqueued"
     with as_pipeline_owner(db, pipeline):
+        check_owner_can_read(db, pipeline)
         _lock_source(db, pipeline)   # the INSERT below would lock the backlog first
         return db.query(sql)[0]["n"]
 
@@ -139,7 +153,7 @@ def run_worker_batch(db, pipeline, model_loader):
     it: returns the keys processed, or -1 when the batch failed (recorded in
     the error log; the worker backs off). A view source is reconciled when
     its backlog is empty, so a backfill does not rescan the view per batch."""
-    if pipeline.source_kind == "view" and _pending(db, pipeline) == 0:
+    if pipeline.source_kind in ("view", "volume") and _pending(db, pipeline) == 0:
         reconcile(db, pipeline)
     summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False,
                            reconcile_view=False)

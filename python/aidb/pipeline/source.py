@@ -4,7 +4,8 @@ whether the pipeline's owner may read it."""
 from dataclasses import dataclass
 
 from .definition import quote_ident
-from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT
+from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE, PIPELINE_PERMANENT, \
+    UNDEFINED_OBJECT
 
 # relkind -> our source kind. Materialized views cannot carry triggers, so
 # they are reconciled by content hash like views.
@@ -26,10 +27,14 @@ class Source:
 
 def resolve_source(db, name, key_column, data_column, owner_role):
     """A checked Source; every failure names the object and what to do."""
-    rows = db.query("SELECT c.oid::int AS oid, c.relkind::text AS relkind, n.nspname, "
-                    "format('%%I.%%I', n.nspname, c.relname) AS qualified "
-                    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.oid = pg_catalog.to_regclass(%s)", name)
+    try:
+        rows = db.query("SELECT c.oid::int AS oid, c.relkind::text AS relkind, n.nspname, "
+                        "format('%%I.%%I', n.nspname, c.relname) AS qualified "
+                        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE c.oid = pg_catalog.to_regclass(%s)", name)
+    except Exception:  # noqa: BLE001 — to_regclass's "invalid name syntax" names nothing
+        raise InvalidInput(f'invalid source name "{name}"',
+                           hint='Use table or schema.table; quote unusual names ("My Table").') from None
     if not rows:
         raise AidbError(f'source "{name}" does not exist', sqlstate=UNDEFINED_OBJECT,
                         hint="Name a table or view (schema-qualified if it is not on the search_path).")
@@ -110,3 +115,39 @@ def _check_key_unique(db, source):
     if not unique:
         raise InvalidInput(f'key column "{source.key_column}" of source "{source.name}" is not unique',
                            hint="Tables need a primary key or unique index on exactly that column.")
+
+
+_OWNER_CAN_READ = """
+SELECT pg_catalog.has_schema_privilege(p.owner_role, c.relnamespace, 'USAGE')
+       AND pg_catalog.has_column_privilege(p.owner_role, p.source, p.source_key_column, 'SELECT')
+       AND pg_catalog.has_column_privilege(p.owner_role, p.source, p.source_data_column, 'SELECT')
+       AS ok
+FROM aidb.pipeline_registry p JOIN pg_catalog.pg_class c ON c.oid = p.source
+WHERE p.id = %s"""
+
+
+def check_owner_can_read(db, pipeline):
+    """Before a run reads the source: the pipeline's owner may still read its
+    key and data columns. A pipeline never reads what its owner cannot; when
+    the owner lost the right, the pipeline blocks (PipelinePermanent) with an
+    error that says how to unblock it, rather than failing on every batch
+    with PostgreSQL's bare "permission denied"."""
+    rows = db.query(_OWNER_CAN_READ, pipeline.id)
+    if rows and not rows[0]["ok"]:
+        raise AidbError(f'pipeline "{pipeline.name}" cannot read its source {pipeline.source}: '
+                        f"role {pipeline.owner_role} lacks SELECT on it",
+                        sqlstate=INSUFFICIENT_PRIVILEGE, category=PIPELINE_PERMANENT,
+                        hint=f"Grant SELECT on the source (and USAGE on its schema) back to role "
+                             f"{pipeline.owner_role}, then "
+                             f"SELECT aidb.retry_pipeline_errors('{pipeline.name}').")
+
+
+def check_runs_as_owner(db, pipeline):
+    """Live processing runs inside the capture trigger, whose function
+    belongs to the pipeline's owner; refused for anyone calling it directly
+    as another role, since the source_filter must never run with another
+    role's rights (DESIGN.md, "Security rules")."""
+    if not db.query("SELECT current_user::regrole = %s::regrole AS ok", pipeline.owner_role)[0]["ok"]:
+        raise AidbError(f'permission denied to process pipeline "{pipeline.name}" live: '
+                        f"only its capture trigger does, as role {pipeline.owner_role}",
+                        sqlstate=INSUFFICIENT_PRIVILEGE)

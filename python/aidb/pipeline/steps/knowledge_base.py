@@ -4,7 +4,7 @@
 from ...errors import InvalidInput
 
 DISTANCE_OPERATORS = {"L2": "<->", "Cosine": "<=>", "InnerProduct": "<#>"}
-DATA_FORMATS = ("Text",)
+DATA_FORMATS = ("Text", "Pdf", "Image")
 INDEX_TYPES = ("hnsw", "ivfflat", "none")
 OPTIONS = ("model", "data_format", "distance_operator", "vector_index")
 
