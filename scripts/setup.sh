@@ -23,9 +23,11 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# tesseract: step PerformOcr; DejaVu fonts: the tests render text to OCR.
 install_system_packages() {
     apt_install "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" \
-        "postgresql-plpython3-$PG_MAJOR" build-essential dpkg-dev python3-pip python3-venv
+        "postgresql-plpython3-$PG_MAJOR" build-essential dpkg-dev python3-pip python3-venv \
+        tesseract-ocr tesseract-ocr-eng fonts-dejavu-core
 }
 
 # pgvector is not packaged for bookworm: build Debian's (trixie) source with PGXS.

@@ -7,6 +7,7 @@ from ..errors import InvalidInput
 
 PROVIDER_MODULES = {
     "openai_embeddings": ("openai_embeddings", "OpenAIEmbeddings"),
+    "openai_completions": ("openai_completions", "OpenAICompletions"),
     "ollama_embeddings": ("ollama_embeddings", "OllamaEmbeddings"),
     "local_embeddings": ("local_embeddings", "LocalEmbeddings"),
 }

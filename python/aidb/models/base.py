@@ -1,10 +1,13 @@
-"""What every embedding provider shares: splitting inputs into batches,
-sending them concurrently, retrying transient failures with backoff.
+"""What every provider shares: sending requests concurrently while the
+caller watches for a query cancel, retrying transient failures with backoff,
+turning HTTP failures into the engine's error categories.
 
-A provider subclass only says how to send ONE batch (`_embed_batch`) and how
+`Model` is the base of every provider. An embedding provider subclasses
+`EmbeddingModel` and only says how to send ONE batch (`_embed_batch`) and how
 to check its configuration (`validate`).
 """
 
+import functools
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -24,55 +27,56 @@ def _block_postgres_signals():
     signal.pthread_sigmask(signal.SIG_BLOCK, _POSTGRES_SIGNALS)
 
 
-class EmbeddingModel:
-    """Base class of the embedding providers."""
+def _attempt(request):
+    """One try of one request; exceptions are returned, not raised, so that
+    the caller sees every request's outcome."""
+    try:
+        return request()
+    except (TransientFailure, Exception) as exc:   # noqa: B014 (explicit on purpose)
+        return exc
+
+
+class Model:
+    """Base class of the providers."""
 
     provider = None                 # the provider name used in create_model
-    default_max_batch_size = 64
     default_max_concurrent_requests = 1
 
     def __init__(self, name, config, credentials=None):
         self.name = name
         self.config = config
         self.credentials = credentials or {}
-        self.max_batch_size = config.get("max_batch_size", self.default_max_batch_size)
         self.max_concurrent = config.get("max_concurrent_requests",
                                          self.default_max_concurrent_requests)
         self.retry_policy = RetryPolicy(max_retries=config.get("max_retries", 5))
         self.sleep = time.sleep     # PL/Python swaps in an interruptible sleep
         self._pool = None
 
-    # --- what a provider implements -------------------------------------------------
-
     @classmethod
     def validate(cls, name, config, credentials):
         """Check and normalise `config`; raise InvalidInput on a bad value."""
         raise NotImplementedError
 
-    @property
-    def dimensions(self):
-        """Length of the vectors this model returns, if known without a call."""
-        return self.config.get("dimensions")
-
-    def _embed_batch(self, texts):
-        """Embed one batch; raise TransientFailure to have it retried."""
-        raise NotImplementedError
-
-    # --- shared behaviour --------------------------------------------------------------
-
-    def embed(self, texts):
-        """Vectors for `texts`, in order: batched, concurrent, retried."""
-        texts = list(texts)
-        if not texts:
-            return []
-        batches = [texts[i:i + self.max_batch_size]
-                   for i in range(0, len(texts), self.max_batch_size)]
-        results = [None] * len(batches)
-        pending = list(range(len(batches)))
+    def run_with_retries(self, requests):
+        """The results of `requests` (functions of no argument, one provider
+        call each), in order. They are sent concurrently (at most
+        max_concurrent at once); those that raise TransientFailure are sent
+        again after a backoff, up to max_retries times; any other exception
+        is raised at once."""
+        results = [None] * len(requests)
+        pending = list(range(len(requests)))
         for attempt in range(self.retry_policy.max_retries + 1):
-            failures = self._send(batches, pending, results)
+            outcomes = self._attempt_in_threads([requests[i] for i in pending])
+            failures = []
+            for index, outcome in zip(pending, outcomes):
+                if isinstance(outcome, TransientFailure):
+                    failures.append((index, outcome))
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    results[index] = outcome
             if not failures:
-                return [vector for batch in results for vector in batch]
+                return results
             pending = [index for index, _ in failures]
             if attempt < self.retry_policy.max_retries:
                 retry_after = max((f.retry_after or 0 for _, f in failures), default=0) or None
@@ -83,50 +87,18 @@ class EmbeddingModel:
             category=RECORD_TEMPORARY,
             hint="The provider is failing or overloaded; try again later.")
 
-    def _send(self, batches, pending, results):
-        """Send the pending batches (concurrently if allowed); fill `results`
-        and return the (index, TransientFailure) pairs that should be retried."""
-        outcomes = self._attempt_in_threads([batches[i] for i in pending])
-        failures = []
-        for index, outcome in zip(pending, outcomes):
-            if isinstance(outcome, TransientFailure):
-                failures.append((index, outcome))
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                self._check_shape(batches[index], outcome)
-                results[index] = outcome
-        return failures
-
-    def _attempt_in_threads(self, batches):
+    def _attempt_in_threads(self, requests):
         """Run the requests in the pool (at most max_concurrent at once) while
         this thread keeps checking for a query cancel: self.sleep(0) is
         pg_sleep(0) inside PostgreSQL, which raises if the statement was
         cancelled or the backend terminated, instead of waiting out a hung
         request's timeout."""
-        futures = [self._thread_pool().submit(self._attempt, batch) for batch in batches]
+        futures = [self._thread_pool().submit(_attempt, request) for request in requests]
         while True:
             _, not_done = wait(futures, timeout=0.1)
             if not not_done:
                 return [future.result() for future in futures]
             self.sleep(0)
-
-    def _attempt(self, texts):
-        """One try at one batch; exceptions are returned, not raised, so the
-        caller sees every batch's outcome."""
-        try:
-            return self._embed_batch(texts)
-        except (TransientFailure, Exception) as exc:   # noqa: B014 (explicit on purpose)
-            return exc
-
-    def _check_shape(self, texts, vectors):
-        if len(vectors) != len(texts):
-            raise self.error(f"returned {len(vectors)} vectors for {len(texts)} inputs")
-        expected = self.dimensions
-        if expected and any(len(v) != expected for v in vectors):
-            raise self.error(f"returned vectors of {len(vectors[0])} dimensions, "
-                             f"but its configuration says {expected}",
-                             hint="Fix the model's \"dimensions\" setting.")
 
     def _thread_pool(self):
         if self._pool is None:
@@ -160,3 +132,44 @@ class EmbeddingModel:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+class EmbeddingModel(Model):
+    """Base class of the embedding providers."""
+
+    default_max_batch_size = 64
+
+    def __init__(self, name, config, credentials=None):
+        super().__init__(name, config, credentials)
+        self.max_batch_size = config.get("max_batch_size", self.default_max_batch_size)
+
+    @property
+    def dimensions(self):
+        """Length of the vectors this model returns, if known without a call."""
+        return self.config.get("dimensions")
+
+    def _embed_batch(self, texts):
+        """Embed one batch; raise TransientFailure to have it retried."""
+        raise NotImplementedError
+
+    def embed(self, texts):
+        """Vectors for `texts`, in order: batched, concurrent, retried."""
+        texts = list(texts)
+        if not texts:
+            return []
+        batches = [texts[i:i + self.max_batch_size]
+                   for i in range(0, len(texts), self.max_batch_size)]
+        results = self.run_with_retries([functools.partial(self._embed_batch, batch)
+                                         for batch in batches])
+        for batch, vectors in zip(batches, results):
+            self._check_shape(batch, vectors)
+        return [vector for vectors in results for vector in vectors]
+
+    def _check_shape(self, texts, vectors):
+        if len(vectors) != len(texts):
+            raise self.error(f"returned {len(vectors)} vectors for {len(texts)} inputs")
+        expected = self.dimensions
+        if expected and any(len(v) != expected for v in vectors):
+            raise self.error(f"returned vectors of {len(vectors[0])} dimensions, "
+                             f"but its configuration says {expected}",
+                             hint="Fix the model's \"dimensions\" setting.")

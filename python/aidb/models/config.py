@@ -8,6 +8,7 @@ import json
 import os
 from urllib.parse import urlsplit
 
+from .. import egress
 from ..errors import InvalidInput, ModelError, PIPELINE_PERMANENT
 
 
@@ -60,8 +61,17 @@ class ConfigChecker:
 
     def url(self, key, default):
         value = self.text(key, default)
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(value)
+        except ValueError:          # such as an unclosed IPv6 bracket
+            raise self.invalid(f'"{key}" is not a valid URL: {_shown(value)}') from None
+        if "@" in parts.netloc:
+            # Not shown: what precedes the @ may well be a password. Parsers
+            # also disagree about such URLs, which would defeat the egress
+            # allowlist (egress.py).
+            raise self.invalid(f'"{key}" must not contain user info (user:password@host)',
+                               hint="Put an API key in credentials, never in the URL.")
+        if parts.scheme not in ("http", "https") or not parts.hostname or egress.url_host(value) is None:
             raise self.invalid(f'"{key}" must be an http:// or https:// URL, not {_shown(value)}')
         try:
             parts.port

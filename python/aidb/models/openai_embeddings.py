@@ -1,6 +1,8 @@
 """Provider `openai_embeddings`: OpenAI's /v1/embeddings, and any server that
 speaks it (vLLM, TEI, LiteLLM, Ollama's /v1), through the official SDK."""
 
+import contextlib
+
 import httpx
 import openai
 
@@ -44,17 +46,7 @@ class OpenAIEmbeddings(EmbeddingModel):
 
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)
-        api_key = resolve_api_key(name, self.credentials)
-        remember_secret(api_key)
-        # Retries are ours (base.EmbeddingModel), so the SDK must not add its own.
-        self.client = openai.OpenAI(
-            # OpenAI-compatible servers often need no key; the SDK insists on one.
-            api_key=api_key or "no-key",
-            base_url=config["url"],
-            max_retries=0,
-            timeout=config["timeout"],
-            http_client=httpx.Client(timeout=config["timeout"]),
-        )
+        self.client = openai_client(self)
 
     @property
     def dimensions(self):
@@ -64,22 +56,46 @@ class OpenAIEmbeddings(EmbeddingModel):
         extra = {}
         if self.config.get("dimensions"):
             extra["dimensions"] = self.config["dimensions"]
-        try:
+        with provider_errors(self):
             response = self.client.embeddings.create(
                 model=self.config["model"], input=texts, **extra)
-        except openai.APIStatusError as exc:
-            retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-            raise self.http_failure(exc.status_code, _error_message(exc), retry_after) from None
-        except openai.APITimeoutError:
-            raise TransientFailure(f"no answer within {self.config['timeout']} s") from None
-        except openai.APIConnectionError as exc:
-            raise TransientFailure(f"connection failed: {exc.__cause__ or exc}") from None
         ordered = sorted(response.data, key=lambda item: item.index)
         return [list(item.embedding) for item in ordered]
 
     def close(self):
         super().close()
         self.client.close()
+
+
+def openai_client(model):
+    """An SDK client for the url and key of `model` (a base.Model with
+    "url" and "timeout" settings)."""
+    api_key = resolve_api_key(model.name, model.credentials)
+    remember_secret(api_key)
+    # Retries are ours (base.Model.run_with_retries), so the SDK must not add its own.
+    return openai.OpenAI(
+        # OpenAI-compatible servers often need no key; the SDK insists on one.
+        api_key=api_key or "no-key",
+        base_url=model.config["url"],
+        max_retries=0,
+        timeout=model.config["timeout"],
+        http_client=httpx.Client(timeout=model.config["timeout"]),
+    )
+
+
+@contextlib.contextmanager
+def provider_errors(model):
+    """Turn the SDK's exceptions into a retry (TransientFailure) or the
+    engine's error for the HTTP status (base.Model.http_failure)."""
+    try:
+        yield
+    except openai.APIStatusError as exc:
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+        raise model.http_failure(exc.status_code, _error_message(exc), retry_after) from None
+    except openai.APITimeoutError:
+        raise TransientFailure(f"no answer within {model.config['timeout']} s") from None
+    except openai.APIConnectionError as exc:
+        raise TransientFailure(f"connection failed: {exc.__cause__ or exc}") from None
 
 
 def _error_message(exc):

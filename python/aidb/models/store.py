@@ -4,6 +4,8 @@ import json
 
 from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE, \
     UNDEFINED_OBJECT
+from .. import egress
+from ..privileges import require_aidb_user
 from . import validate_model
 
 
@@ -16,7 +18,7 @@ def load_definition(db, name):
     see it. Credentials are row-level protected: only the owner reads them."""
     rows = db.query(
         "SELECT m.provider, m.config::text AS config, m.has_credentials, m.owner::text AS owner, "
-        "       c.credentials::text AS credentials "
+        "       c.credentials::text AS credentials, aidb._allowed_model_hosts() AS allowed_hosts "
         "FROM aidb.models m LEFT JOIN aidb.model_credentials c ON c.model = m.name "
         "WHERE m.name = %s", name)
     if not rows:
@@ -27,14 +29,19 @@ def load_definition(db, name):
         raise AidbError(f'permission denied for the credentials of model "{name}"',
                         sqlstate=INSUFFICIENT_PRIVILEGE,
                         detail=f'Only its owner, role {row["owner"]}, can use its credentials.')
-    return row["provider"], _json(row["config"]), _json(row["credentials"])
+    config = _json(row["config"])
+    # Checked at each use too: the setting may have been tightened since.
+    egress.check_model_url(name, config.get("url"), row["allowed_hosts"])
+    return row["provider"], config, _json(row["credentials"])
 
 
 def create_model(db, name, provider, config, credentials, replace_credentials):
     """Insert a new model, or with `replace_credentials` swap the credentials of
     an existing one. Every check runs before anything is written."""
     _check_name(name)
+    require_aidb_user(db, "create models")
     config = validate_model(name, provider, config, credentials)
+    egress.check_model_url(name, config.get("url"), db.query(egress.HOSTS_QUERY)[0]["v"])
     existing = db.query("SELECT provider, config::text AS config, owner::text AS owner, "
                         "pg_catalog.pg_has_role(owner, 'MEMBER') AS is_owner "
                         "FROM aidb.models WHERE name = %s", name)

@@ -51,6 +51,7 @@ INLINE_MARKS = {"bold": ("**", "**"), "italic": ("*", "*"), "code": ("`", "`")}
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
          (codecs.BOM_UTF16_BE, "utf-16"))
 _META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+_LONE_SURROGATE = re.compile("[\udc80-\udcff]")
 _CODE_LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]+)")
 _BACKTICK_RUNS = re.compile(r"`+")
 _URL_ESCAPES = str.maketrans({" ": "%20", "(": "%28", ")": "%29", "<": "%3C", ">": "%3E"})
@@ -68,12 +69,12 @@ def decode_document(data):
         data = bytes(data)
         encoding = _declared_encoding(data)
         try:
-            data = data.decode(encoding)
+            data = _decode(data, encoding)
         except UnicodeDecodeError as exc:
             raise RecordError(f"{STEP_NAME}: the document is not valid {encoding} text "
-                              f"(byte {exc.start} cannot be decoded); it is not an HTML page",
-                              hint="An HTML page in another encoding must declare it "
-                                   'in a <meta charset="..."> tag.') from None
+                              f"(byte {exc.start} cannot be decoded)",
+                              hint="An HTML page in another encoding than UTF-8 must declare "
+                                   'it in a <meta charset="..."> tag.') from None
     elif not isinstance(data, str):
         raise RecordError(f"{STEP_NAME}: the input must be text or bytes, "
                           f"not {type(data).__name__}")
@@ -81,6 +82,15 @@ def decode_document(data):
         raise RecordError(f"{STEP_NAME}: the document contains NUL characters; "
                           "it is not an HTML page")
     return data
+
+
+def _decode(data, encoding):
+    """`data` decoded; as in browsers, the five bytes that windows-1252 leaves
+    undefined become the C1 control characters of the same value."""
+    if encoding != "cp1252":
+        return data.decode(encoding)
+    return _LONE_SURROGATE.sub(lambda m: chr(ord(m.group()) - 0xDC00),
+                               data.decode(encoding, "surrogateescape"))
 
 
 def _declared_encoding(data):
@@ -267,7 +277,8 @@ class _Converter(HTMLParser):
             return
         if kind == "heading":
             lines = [" ".join(lines)]
-        self._add_block(kind, "\n".join([prefix + lines[0], *(indent + line for line in lines[1:])]))
+        lines = [prefix + lines[0], *(indent + line for line in lines[1:])]
+        self._add_block(kind, "\n".join(lines))
 
     def _add_block(self, kind, text):
         if self.markdown and self.quote_depth:

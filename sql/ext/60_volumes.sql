@@ -1,0 +1,114 @@
+-- aidb extension script, part 60: volumes — files in a local directory
+-- (file:///dir) or objects in an S3 bucket (s3://bucket/prefix) that
+-- pipelines read (python/aidb/volumes/).
+--
+-- Like models: definitions are public (aidb.volumes); credentials sit in
+-- their own table that row-level security limits to the volume's owner (and
+-- superusers). Local directories must lie inside aidb.allowed_local_paths,
+-- which only superusers set; checked at creation and at every use.
+
+CREATE TABLE aidb.volume_registry (
+    name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
+    uri         text NOT NULL,
+    options     jsonb NOT NULL DEFAULT '{}',
+    owner       regrole NOT NULL DEFAULT current_user::regrole,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE aidb.volume_registry IS
+    'Volumes known to aidb. Use aidb.create_volume() / aidb.delete_volume(); read aidb.volumes.';
+
+CREATE TABLE aidb.volume_credentials (
+    volume      text PRIMARY KEY REFERENCES aidb.volume_registry (name) ON DELETE CASCADE,
+    credentials jsonb NOT NULL
+);
+COMMENT ON TABLE aidb.volume_credentials IS
+    'S3 credentials of volumes; each row is visible only to the volume''s owner.';
+
+ALTER TABLE aidb.volume_registry ENABLE ROW LEVEL SECURITY;
+CREATE POLICY anyone_reads ON aidb.volume_registry FOR SELECT USING (true);
+CREATE POLICY owner_writes ON aidb.volume_registry FOR ALL
+    USING (pg_catalog.pg_has_role(owner, 'MEMBER'))
+    WITH CHECK (pg_catalog.pg_has_role(owner, 'MEMBER'));
+
+ALTER TABLE aidb.volume_credentials ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_only ON aidb.volume_credentials FOR ALL
+    USING (EXISTS (SELECT FROM aidb.volume_registry v
+                   WHERE v.name = volume AND pg_catalog.pg_has_role(v.owner, 'MEMBER')))
+    WITH CHECK (EXISTS (SELECT FROM aidb.volume_registry v
+                        WHERE v.name = volume AND pg_catalog.pg_has_role(v.owner, 'MEMBER')));
+
+GRANT SELECT ON aidb.volume_registry, aidb.volume_credentials TO PUBLIC;
+GRANT INSERT, DELETE ON aidb.volume_registry, aidb.volume_credentials TO aidb_users;
+
+SELECT pg_catalog.pg_extension_config_dump('aidb.volume_registry', '');
+SELECT pg_catalog.pg_extension_config_dump('aidb.volume_credentials', '');
+
+CREATE VIEW aidb.volumes AS
+SELECT v.name,
+       v.uri,
+       v.options,
+       v.owner,
+       EXISTS (SELECT FROM aidb.volume_credentials c WHERE c.volume = v.name) AS has_credentials,
+       v.created_at
+FROM aidb.volume_registry v;
+COMMENT ON VIEW aidb.volumes IS
+    'Registered volumes: name, uri, options (without secrets), owner, whether credentials are set.';
+GRANT SELECT ON aidb.volumes TO PUBLIC;
+
+CREATE FUNCTION aidb.create_volume(
+    name text,
+    uri text,
+    options jsonb DEFAULT '{}'
+) RETURNS void
+    LANGUAGE plpython3u
+    AS $$
+if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
+GD["aidb"].create_volume(name, uri, options)
+$$;
+COMMENT ON FUNCTION aidb.create_volume(text, text, jsonb) IS
+    'Registers a volume: file:///dir (inside aidb.allowed_local_paths) or s3://bucket/prefix '
+    '(options: endpoint_url, region, force_path_style, max_object_size, and the credentials '
+    'access_key_id, secret_access_key, session_token, which are stored apart).';
+
+CREATE FUNCTION aidb.delete_volume(name text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    volume_owner regrole;
+BEGIN
+    PERFORM aidb._require_aidb_user('delete volumes');
+    SELECT v.owner INTO volume_owner FROM aidb.volume_registry v WHERE v.name = delete_volume.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'volume "%" does not exist', delete_volume.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM aidb.volumes.';
+    END IF;
+    IF NOT pg_has_role(volume_owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to delete volume "%"', delete_volume.name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('The volume belongs to role %s.', volume_owner);
+    END IF;
+    -- A pipeline reading the volume would fail at its next scan.
+    IF EXISTS (SELECT FROM aidb.pipeline_registry p WHERE p.source_volume = delete_volume.name) THEN
+        RAISE EXCEPTION 'volume "%" is used by pipeline "%"', delete_volume.name,
+            (SELECT p.name FROM aidb.pipeline_registry p
+             WHERE p.source_volume = delete_volume.name ORDER BY p.name LIMIT 1)
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Delete the pipelines that read it first (aidb.delete_pipeline()).';
+    END IF;
+    DELETE FROM aidb.volume_registry v WHERE v.name = delete_volume.name;
+END
+$$;
+COMMENT ON FUNCTION aidb.delete_volume(text) IS 'Deletes a volume and its credentials.';
+
+CREATE FUNCTION aidb.list_volume(name text)
+    RETURNS TABLE (key text, size bigint, last_modified timestamptz, etag text)
+    LANGUAGE plpython3u
+    AS $$
+if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
+return GD["aidb"].list_volume(name)
+$$;
+COMMENT ON FUNCTION aidb.list_volume(text) IS
+    'Every object of a volume, in key order: key (relative to the directory or prefix), '
+    'size in bytes, last_modified, etag.';
