@@ -20,8 +20,10 @@ from .pipeline import runner as pipeline_runner
 from .pipeline.batch import process_keys
 from .pipeline.definition import load_pipeline_by_id
 from .pipeline.queries import BatchQueries
+from .pipeline.source import check_owner_can_read, check_runs_as_owner
 from .pgvector import vector_literal
 from .redact import redact
+from .volumes import store as volume_store
 
 db = PlpyDatabase()
 models = ModelCache()
@@ -153,6 +155,8 @@ def reconcile_pipeline(name):
 def process_live(pipeline_id, keys):
     """Called by a Live pipeline's capture trigger, inside the writing transaction."""
     pipeline = load_pipeline_by_id(db, pipeline_id)
+    check_runs_as_owner(db, pipeline)
+    check_owner_can_read(db, pipeline)
     try:
         process_keys(db, pipeline, keys, model_for)
     except ModelError as exc:
@@ -169,3 +173,17 @@ def run_batch_for_worker(pipeline_id):
     if pipeline is None:
         return 0
     return pipeline_runner.run_worker_batch(db, pipeline, model_for)
+
+
+# --- volumes -----------------------------------------------------------------------------
+
+@sql_entry
+def create_volume(name, uri, options):
+    volume_store.create_volume(db, name, uri, json.loads(options or "{}"))
+
+
+@sql_entry
+def list_volume(name):
+    # A list, not a generator: an error raised while PostgreSQL iterates
+    # would reach the client as "error fetching next item from iterator".
+    return list(volume_store.list_volume(db, name))

@@ -55,7 +55,8 @@ def parse_volume_uri(uri, name=None):
 def _file_path(uri, parts, invalid):
     if parts.netloc not in ("", "localhost"):
         raise invalid(f'file URI {json.dumps(uri)} names the host "{parts.netloc}"',
-                      hint="Write an absolute path after file:// (three slashes: file:///srv/documents).")
+                      hint="Write an absolute path after file:// "
+                           "(three slashes: file:///srv/documents).")
     path = unquote(parts.path)
     if not path.startswith("/"):
         raise invalid(f"file URI {json.dumps(uri)} has a relative path",

@@ -44,7 +44,8 @@ class FileVolume(Volume):
     def _checked_root(self, root, allowed_roots):
         if not egress.path_allowed(root, ",".join(allowed_roots)):
             setting = egress.PATHS_SETTING
-            shown = f'"{",".join(allowed_roots)}"' if allowed_roots else "empty: no directory is allowed"
+            shown = (f'"{",".join(allowed_roots)}"' if allowed_roots
+                     else "empty: no directory is allowed")
             raise AidbError(f'volume "{self.name}": directory "{root}" is not allowed by {setting}',
                             sqlstate=INSUFFICIENT_PRIVILEGE, category=PIPELINE_PERMANENT,
                             detail=f"{setting} is {shown}.",

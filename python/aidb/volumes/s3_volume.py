@@ -27,8 +27,8 @@ MAX_ATTEMPTS = 3            # boto3's own retries of throttling, 5xx and dropped
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
            "ExpiredToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem",
            "InvalidSecurity", "403"}
-_WRONG_REGION = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
-                 "301"}
+_WRONG_REGION = {"PermanentRedirect", "AuthorizationHeaderMalformed",
+                 "IllegalLocationConstraintException", "301"}
 _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "TooManyRequests",
          "ServiceUnavailable", "InternalError", "429"}
 
