@@ -47,13 +47,13 @@ SELECT p.id, p.name, p.source_kind, p.source_filter, p.steps::text AS steps,
        p.auto_processing, p.batch_size, p.owner_role::text AS owner_role,
        p.source_key_column, p.source_data_column, p.source_volume,
        CASE WHEN s.oid IS NOT NULL THEN format('%%I.%%I', sn.nspname, s.relname) END AS source,
-       format('%%I.%%I', dn.nspname, d.relname) AS destination,
+       CASE WHEN d.oid IS NOT NULL THEN format('%%I.%%I', dn.nspname, d.relname) END AS destination,
        coalesce(format_type(a.atttypid, a.atttypmod), 'text') AS key_type
 FROM aidb.pipeline_registry p
 LEFT JOIN pg_catalog.pg_class s ON s.oid = p.source
 LEFT JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
-JOIN pg_catalog.pg_class d ON d.oid = p.destination
-JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace
+LEFT JOIN pg_catalog.pg_class d ON d.oid = p.destination      -- NULL once dropped:
+LEFT JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace  -- delete_pipeline still works
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = p.source AND a.attname = p.source_key_column
 WHERE {condition}
 """

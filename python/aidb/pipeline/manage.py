@@ -47,7 +47,7 @@ def create_pipeline(db, args, model_loader):
              source_filter, destination, steps, auto_processing, batch_size,
              background_sync_interval, owner_role)
         VALUES (%s, %s::oid::regclass, %s, %s, %s, %s, %s, %s::regclass, %s::jsonb, %s, %s,
-                %s::interval, %s::regrole)
+                %s::interval, pg_catalog.quote_ident(%s)::regrole)
         RETURNING id""", args["name"], origin["oid"], origin["volume"], origin["kind"],
                            origin["key_column"], origin["data_column"], args["source_filter"],
                            str(dest_name), _json(steps), args["auto_processing"], args["batch_size"],
@@ -136,12 +136,12 @@ def delete_pipeline(db, name, drop_destination):
     """Remove triggers, backlog, state and bookkeeping; keep the destination
     table unless asked to drop it."""
     pipeline = pipeline_for_change(db, name)
-    if pipeline.source_kind == "table":
-        for statement in capture.drop_triggers_sql(pipeline):
-            db.execute(statement)
+    # The capture triggers go with their function (DROP ... CASCADE there):
+    # the owner may follow a table it does not own, and only a table's owner
+    # may DROP TRIGGER.
     db.execute("SELECT aidb._drop_pipeline_objects(%s::int)", pipeline.id)
     db.execute("DELETE FROM aidb.pipeline_registry WHERE id = %s", pipeline.id)
-    if drop_destination:
+    if drop_destination and pipeline.destination is not None:   # None: dropped by hand
         db.execute(f"DROP TABLE {pipeline.destination}")
 
 
@@ -193,7 +193,8 @@ def _check_owner(db, owner_role):
 
 
 def _check_may_change(db, pipeline):
-    if not db.query("SELECT pg_catalog.pg_has_role(%s, 'MEMBER') AS ok", pipeline.owner_role)[0]["ok"]:
+    if not db.query("SELECT pg_catalog.pg_has_role(%s::regrole::oid, 'MEMBER') AS ok",
+                    pipeline.owner_role)[0]["ok"]:
         raise AidbError(f'permission denied for pipeline "{pipeline.name}"',
                         sqlstate=INSUFFICIENT_PRIVILEGE,
                         detail=f"It belongs to role {pipeline.owner_role}.")

@@ -24,7 +24,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="aidb", description="aidb's external worker")
     parser.add_argument("--version", action="version", version=f"aidb {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    worker = commands.add_parser("worker", help="process Background pipelines from outside PostgreSQL")
+    worker = commands.add_parser("worker",
+                                 help="process Background pipelines from outside PostgreSQL")
     worker.add_argument("-d", "--db-url", default=env("DB_URL"),
                         help="PostgreSQL URL (env AIDB_WORKER_DB_URL)")
     worker.add_argument("-i", "--pipeline", action="append", dest="pipelines", metavar="PIPELINE",
@@ -68,7 +69,8 @@ def main(argv=None):
     _configure_logging(args.log_level)
     if not args.db_url:
         parser.error("no database: pass -d/--db-url or set AIDB_WORKER_DB_URL")
-    pipelines = args.pipelines or [p.strip() for p in (env("PIPELINE") or "").split(",") if p.strip()]
+    pipelines = args.pipelines or [name.strip() for name in (env("PIPELINE") or "").split(",")
+                                   if name.strip()]
     worker = Worker(args.db_url, pipelines=pipelines, poll_interval=args.poll_interval,
                     concurrency=args.concurrency, once=args.once)
     if sys.stderr.isatty():

@@ -4,7 +4,7 @@ and a .env file (the command line wins, then the environment, then .env)."""
 import os
 import re
 
-from ..redact import MASK, redact, remember_secret
+from ..redact import MASK, redact
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -32,7 +32,14 @@ def load_dotenv(path=".env"):
                 continue
             key, value = line.split("=", 1)
             key = key.strip().removeprefix("export ").strip()
-            os.environ.setdefault(key, value.strip().strip("'\""))
+            os.environ.setdefault(key, _dotenv_value(value.strip()))
+
+
+def _dotenv_value(value):
+    """A quoted value as is (less the quotes); an unquoted one less a trailing # comment."""
+    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+        return value[1:-1]
+    return value.split(" #", 1)[0].strip()
 
 
 def env(name, default=None):
@@ -43,14 +50,20 @@ def env(name, default=None):
 def redact_url(url):
     """A connection string (URL or key=value) without its password, for
     messages: user:PASSWORD@ in a URL, ?password= and password= are masked."""
-    return redact(re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{MASK}@", url or ""))
+    return redact_db_error(re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{MASK}@", url or ""), url)
 
 
-def remember_db_password(url):
-    """Have every later message mask the password of `url`, wherever a
-    driver error might echo it."""
+def redact_db_error(text, url):
+    """`text` (e.g. a driver's message about connecting to `url`; a malformed
+    connection string can be echoed in part) without the password of `url`."""
     from psycopg.conninfo import conninfo_to_dict
     try:
-        remember_secret(conninfo_to_dict(url).get("password"))
-    except Exception:  # noqa: BLE001 — unparsable: connecting will say so (redacted)
-        pass
+        params = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 — unparsable: nothing more to mask than redact() finds
+        params = {}
+    password = params.get("password")
+    # A password that is also the user's name cannot be hidden; masking it
+    # would only garble the message.
+    if password and password != params.get("user"):
+        text = text.replace(password, MASK)
+    return redact(text)

@@ -10,10 +10,10 @@ PENDING_EVERY_SECONDS = 1.0
 
 
 _SERIES = {
-    "aidb_worker_keys_processed_total": ("counter", "keys", "Source keys processed by this worker."),
+    "aidb_worker_keys_processed_total": ("counter", "keys", "Source keys processed."),
     "aidb_worker_batches_total": ("counter", "batches", "Batches committed by this worker."),
     "aidb_worker_errors_total": ("counter", "errors", "Batches that failed."),
-    "aidb_worker_pending_keys": ("gauge", "pending", "Keys left in the backlog (counted about once a second)."),
+    "aidb_worker_pending_keys": ("gauge", "pending", "Keys left in the backlog."),
 }
 
 
@@ -58,10 +58,13 @@ class WorkerStats:
                 counts["pending"] = max(0, counts["pending"] - keys)
         self._notify(pipeline)
 
-    def record_error(self, pipeline, message):
+    def record_error(self, pipeline, message, pending=None):
         with self._lock:
             self.errors += 1
-            self.per_pipeline[pipeline]["errors"] += 1
+            counts = self.per_pipeline[pipeline]
+            counts["errors"] += 1
+            if pending is not None:
+                counts["pending"] = pending
             self.last_error = f"{pipeline}: {message}"
         self._notify(pipeline)
 

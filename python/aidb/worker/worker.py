@@ -4,7 +4,9 @@ Each of `concurrency` threads holds its own connection and loops over the
 pipelines it serves, running one batch per transaction — the very batch the
 in-database workers run (aidb.pipeline.runner.run_worker_batch), so any
 number of external and background workers can share a pipeline: SKIP LOCKED
-and per-key advisory locks keep them off each other's keys.
+and per-key advisory locks keep them off each other's keys. A thread whose
+connection breaks (server restart, terminated backend) reconnects, backing
+off; a batch cut short that way rolls back into the backlog.
 """
 
 import asyncio
@@ -12,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 from .. import __version__
@@ -23,16 +26,21 @@ from ..pipeline.definition import load_pipeline
 from ..pipeline.queries import BatchQueries
 from ..pipeline.runner import run_worker_batch
 from ..redact import redact
-from .settings import redact_url, remember_db_password
+from .settings import redact_db_error, redact_url
 from .stats import WorkerStats
 
 log = logging.getLogger("aidb.worker")
 
 RECONNECT_MAX_SECONDS = 30
+# After a failed batch, a pipeline waits 1 s, 2 s, 4 s ... at most 5 minutes
+# before its next one, as with the background workers (src/worker.c).
+MIN_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 300.0
 
 
 class WorkerError(Exception):
-    """A problem the worker cannot start with (bad URL, unknown pipeline)."""
+    """A problem the worker cannot go on with: a bad URL, an unknown pipeline,
+    or (with once=True) a lost connection."""
 
 
 class Worker:
@@ -44,7 +52,6 @@ class Worker:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.db_url = db_url
-        remember_db_password(db_url)
         self.pipelines = list(pipelines or [])
         self.poll_interval = float(poll_interval)
         self.concurrency = concurrency
@@ -52,6 +59,7 @@ class Worker:
         self.stats = stats or WorkerStats()
         self.worker_id = uuid.uuid4()
         self._stop = threading.Event()
+        self._backoff = Backoff()
 
     async def run(self):
         """Serve until asked to stop; returns the exit status (1: --once met errors)."""
@@ -91,8 +99,8 @@ class Worker:
             return psycopg.connect(self.db_url, autocommit=True,
                                    application_name="aidb external worker")
         except psycopg.Error as exc:
-            raise WorkerError(f"cannot connect to {redact_url(self.db_url)}: "
-                              f"{_first_line(exc)}") from None
+            reason = redact_db_error(_first_line(exc), self.db_url)
+            raise WorkerError(f"cannot connect to {redact_url(self.db_url)}: {reason}") from None
 
     def _check_startup(self):
         with self._connect() as connection:
@@ -126,16 +134,19 @@ class Worker:
                 self._stop.wait(delay)
 
     def _serve_on(self, db):
+        """Passes over the pipelines, one batch of each that is not backing
+        off; when a pass does nothing, wait for the poll interval (or the
+        end of the next backoff)."""
         models = ModelCache()
         while not self._stop.is_set():
             names = self._pipelines_to_serve(db)
             did_work = any([self._drain_once(db, models, name) for name in names
-                            if not self._stop.is_set()])
+                            if self._backoff.ready(name) and not self._stop.is_set()])
             self._heartbeat(db, names)
             if self.once and not did_work:
                 break
             if not did_work:
-                self._stop.wait(self.poll_interval)
+                self._stop.wait(self._backoff.wait(self.poll_interval))
 
     def _pipelines_to_serve(self, db):
         """Background pipelines (or the named ones); new ones are picked up."""
@@ -147,28 +158,32 @@ class Worker:
 
     def _drain_once(self, db, models, name):
         """One batch of one pipeline in its own transaction; True if it did work."""
+        pipeline = None
         try:
             with db.connection.transaction():
                 pipeline = load_pipeline(db, name)
                 processed = run_worker_batch(db, pipeline, lambda m: load_model(db, models, m))
         except AidbError as exc:
-            return self._failed(name, exc.message)
+            return self._failed(db, name, pipeline, exc.message)
         except Exception as exc:  # noqa: BLE001 — one pipeline's failure must not stop the worker
             if db.connection.closed:
                 raise _ConnectionLost(f"lost the connection: {_first_line(exc)}") from None
             log.exception("pipeline=%s unexpected error", name)
-            return self._failed(name, str(exc))
+            return self._failed(db, name, pipeline, str(exc))
         if processed < 0:
-            return self._failed(name, "batch failed (see aidb.pipeline_errors)")
+            return self._failed(db, name, pipeline, _last_error(db, pipeline))
+        self._backoff.succeeded(name)
         self.stats.record_batch(name, processed, self._pending(db, pipeline, idle=not processed))
         if processed:
             # Flagged: the progress display shows batches as bars instead.
             log.info("pipeline=%s processed=%d", name, processed, extra={"batch": True})
         return processed > 0
 
-    def _failed(self, name, message):
-        self.stats.record_error(name, message)
-        log.warning("pipeline=%s error=%r", name, message)
+    def _failed(self, db, name, pipeline, message):
+        delay = self._backoff.failed(name)
+        pending = self._pending(db, pipeline, idle=True) if pipeline else None
+        self.stats.record_error(name, message, pending)
+        log.warning("pipeline=%s error=%r retry_in=%.0fs", name, message, delay)
         return False
 
     def _pending(self, db, pipeline, idle):
@@ -187,7 +202,8 @@ class Worker:
     def _heartbeat(self, db, names, stopped=False):
         """Tell aidb.workers that we are alive and what we serve."""
         try:
-            db.query("SELECT aidb._worker_heartbeat(%s::uuid, %s, %s, %s, %s::text[], %s, %s, %s, %s)",
+            db.query("SELECT aidb._worker_heartbeat(%s::uuid, %s, %s, %s, %s::text[], "
+                     "%s, %s, %s, %s)",
                      str(self.worker_id), socket.gethostname(), os.getpid(), __version__, names,
                      self.stats.keys_processed, self.stats.errors, self.poll_interval, stopped)
         except Exception:  # noqa: BLE001 — bookkeeping must never stop the work
@@ -202,6 +218,38 @@ class Worker:
             log.debug("final heartbeat failed", exc_info=True)
 
 
+class Backoff:
+    """Per pipeline, shared by a worker's threads: when it may run again
+    after failures. A failing pipeline never holds up the others."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._delays = {}        # pipeline -> (seconds, time.monotonic() it may run again)
+
+    def ready(self, name):
+        with self._lock:
+            return time.monotonic() >= self._delays.get(name, (0, 0))[1]
+
+    def failed(self, name):
+        """Record a failure; returns the seconds until the next try."""
+        with self._lock:
+            previous = self._delays.get(name, (0, 0))[0]
+            delay = min(max(previous * 2, MIN_BACKOFF_SECONDS), MAX_BACKOFF_SECONDS)
+            self._delays[name] = (delay, time.monotonic() + delay)
+            return delay
+
+    def succeeded(self, name):
+        with self._lock:
+            self._delays.pop(name, None)
+
+    def wait(self, poll_interval):
+        """How long an idle pass waits: the poll interval, or less when a
+        backoff ends sooner."""
+        with self._lock:
+            ends = [until for _, until in self._delays.values()]
+        return max(0.0, min([poll_interval] + [until - time.monotonic() for until in ends]))
+
+
 class _ConnectionLost(Exception):
     """The database connection broke (server restart, terminated backend)."""
 
@@ -214,6 +262,13 @@ def _checked(db, sql, *params):
         if db.connection.closed:
             raise _ConnectionLost(f"lost the connection: {_first_line(exc)}") from None
         raise
+
+
+def _last_error(db, pipeline):
+    """Why the batch just committed failed: the engine recorded it for aidb.pipem."""
+    rows = _checked(db, "SELECT last_error FROM aidb.pipeline_run_stats WHERE pipeline_id = %s",
+                    pipeline.id)
+    return (rows and rows[0]["last_error"]) or "batch failed (see aidb.pipeline_errors)"
 
 
 def _first_line(exc):

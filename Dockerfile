@@ -1,0 +1,41 @@
+# PostgreSQL 17 with pgvector, PL/Python and aidb, preloaded so that the
+# background workers run.
+#
+#   docker build -t aidb .
+#   docker run -e POSTGRES_PASSWORD=postgres -p 5432:5432 aidb
+#
+# or, with an external worker and an embedding server: docker compose up
+FROM postgres:17-bookworm
+
+# The engine's dependencies include torch. PyPI's Linux wheel pulls in CUDA
+# (gigabytes); the CPU wheel of the same version (2.13.0+cpu, which also
+# satisfies ==2.13.0) comes from PyTorch's own index, given to pip as an extra
+# index. Build with --build-arg TORCH_INDEX_URL= to use PyPI's wheel instead.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        "postgresql-$PG_MAJOR-pgvector" "postgresql-plpython3-$PG_MAJOR" \
+        "postgresql-server-dev-$PG_MAJOR" build-essential python3-pip \
+    && rm -rf /var/lib/apt/lists/*
+
+# Only what the PGXS build and `make install` read (see Makefile).
+WORKDIR /usr/src/aidb
+COPY Makefile aidb.control ./
+COPY src ./src
+COPY sql/ext ./sql/ext
+COPY python ./python
+
+# `make clean` first: a work tree's objects, built for another PostgreSQL,
+# must not be linked in. `make install` also pip-installs the engine's pinned
+# dependencies for /usr/bin/python3, the interpreter PL/Python embeds.
+# (${VAR:+...} leaves PIP_EXTRA_INDEX_URL unset when TORCH_INDEX_URL is empty.)
+ENV PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+RUN make clean && make \
+    && env ${TORCH_INDEX_URL:+PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"} PIP_NO_CACHE_DIR=1 make install
+
+# Runs once, when the entrypoint initialises an empty data directory.
+COPY docker/initdb/10-aidb.sql /docker-entrypoint-initdb.d/
+
+# aidb must be preloaded: it registers the launcher of its background workers.
+CMD ["postgres", "-c", "shared_preload_libraries=aidb"]

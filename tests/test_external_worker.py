@@ -1,0 +1,391 @@
+"""The external worker — the `aidb worker` command and aidb.Worker — against
+a real cluster and the fake OpenAI-compatible server over HTTP.
+
+The cluster's background workers are switched off for this module (but for
+the test that mixes both kinds), so whatever gets processed here, an external
+worker processed. After each scenario the destination is compared with an
+independent recomputation from the source rows (pipeline_checks).
+"""
+
+import asyncio
+import math
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from conftest import TEST_API_KEY, wait_for
+from pgcluster import free_port
+from test_pipelines import RandomWriter, destination_keys, numbered_docs
+from test_workers import (  # noqa: F401 — fake_model is a fixture
+    background_pipeline, destination_count, fake_model, wait_drained)
+from tests.support.pipeline_checks import (
+    MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
+    pending, pipeline_errors)
+from tests.support.workers import running_worker, set_model_config
+
+import aidb  # after pipeline_checks, which puts python/ first on sys.path
+
+AIDB = os.path.join(os.path.dirname(sys.executable), "aidb")   # the venv's console script
+CLI_TIMEOUT = 60
+PASSWORD = "Sw0rdfish-never-in-logs"
+
+
+# --- fixtures and helpers ------------------------------------------------------------------------
+
+def set_background_workers(cluster, enabled):
+    """aidb.enable_background_workers on or off (None: the default, on), once
+    new sessions see it."""
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        if enabled is None:
+            admin.execute("ALTER SYSTEM RESET aidb.enable_background_workers")
+        else:
+            admin.execute(f"ALTER SYSTEM SET aidb.enable_background_workers = {enabled}")
+        admin.execute("SELECT pg_reload_conf()")
+    expected = "off" if enabled is False else "on"
+
+    def in_force():
+        with psycopg.connect(cluster.dsn(), autocommit=True) as fresh:
+            return fresh.execute("SHOW aidb.enable_background_workers").fetchone()[0] == expected
+    wait_for(in_force, message=f"aidb.enable_background_workers = {expected}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def external_workers_only(cluster):
+    set_background_workers(cluster, False)
+    yield
+    set_background_workers(cluster, None)
+
+
+@pytest.fixture
+def background_workers(cluster):
+    set_background_workers(cluster, True)
+    yield
+    set_background_workers(cluster, False)
+
+
+def cli_env(extra=None):
+    """This environment without AIDB_WORKER_* settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIDB_WORKER_")}
+    return {**env, **(extra or {})}
+
+
+def run_cli(*args, cwd, env=None):
+    """`aidb worker ARGS` to completion, in `cwd` (where a .env would be read)."""
+    return subprocess.run([AIDB, "worker", *args], cwd=cwd, env=cli_env(env),
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+
+
+def start_cli(*args, cwd):
+    """`aidb worker ARGS` in the background, its stderr in a file (a pipe
+    that nobody reads while it runs could fill up and block it)."""
+    stderr_path = cwd / "worker-stderr.log"
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen([AIDB, "worker", *args], cwd=cwd, env=cli_env(),
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    process.stderr_path = stderr_path
+    return process
+
+
+def stop_cli(process):
+    """SIGTERM (a graceful shutdown); returns (exit status, stderr)."""
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=CLI_TIMEOUT)
+    return process.returncode, process.stderr_path.read_text()
+
+
+def external_workers(conn):
+    """[(state, keys_processed)] of the external workers in aidb.workers."""
+    return conn.execute("SELECT state, keys_processed FROM aidb.workers "
+                        "WHERE kind = 'external' ORDER BY keys_processed").fetchall()
+
+
+def one_line(stderr):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    return lines[0]
+
+
+async def run_worker_during(worker, action):
+    """worker.run() while `action` runs in a thread; then a graceful shutdown.
+    Returns (run's exit status, what `action` returned)."""
+    run = asyncio.create_task(worker.run())
+    try:
+        result = await asyncio.to_thread(action)
+    finally:
+        await worker.request_graceful_shutdown()
+    return await asyncio.wait_for(run, timeout=CLI_TIMEOUT), result
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def run_on_a_terminal(args, cwd):
+    """`aidb worker ARGS` with stderr on a pseudo-terminal; returns (exit
+    status, everything it wrote there)."""
+    main, child = pty.openpty()
+    process = subprocess.Popen([AIDB, "worker", *args], cwd=cwd, env=cli_env({"COLUMNS": "100"}),
+                               stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    output, deadline = b"", time.monotonic() + CLI_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 1)[0]:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:     # EIO: the worker has exited and closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+    finally:
+        os.close(main)
+    return process.wait(timeout=CLI_TIMEOUT), output.decode(errors="replace")
+
+
+def test_once_drains_the_backlog_and_exits_zero(cluster, dbname, conn, fake_model, tmp_path):
+    create_docs(conn, numbered_docs(range(1, 61)))
+    create_pipeline(conn, auto_processing="Background", batch_size=10)
+    assert running_worker(conn) is None and pending(conn) == 60   # only we will process it
+    status, output = run_on_a_terminal(["-d", cluster.dsn(dbname), "--once"], tmp_path)
+    assert status == 0 and "Traceback" not in output, output
+    assert pending(conn) == 0 and assert_consistent(conn) == 60
+    assert external_workers(conn) == [("stopped", 60)]
+    # On a terminal: a progress bar per pipeline, redrawn after each batch.
+    final = output.rsplit("\x1b[J", 1)[-1]          # the last redraw
+    bar = r"^p +\[[#█]{40}\] 100% 60/60 keys +\d+ keys/s\r?$"
+    assert re.search(bar, final, re.MULTILINE), output
+    assert "processed=" not in output               # batches show as bars, not log lines
+
+
+def test_once_with_a_failing_provider_exits_nonzero(cluster, dbname, conn, fake_model, tmp_path):
+    create_docs(conn, numbered_docs(range(1, 21)))
+    create_pipeline(conn, auto_processing="Background", batch_size=10)
+    set_model_config(conn, MODEL, max_retries=0)
+    fake_model.set_fault("http500")
+    result = run_cli("-d", cluster.dsn(dbname), "--once", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "pipeline=p error=" in result.stderr and "HTTP 500" in result.stderr
+    assert pending(conn) == 20 and destination_keys(conn) == set()   # nothing lost
+    assert [category for _, category, _ in pipeline_errors(conn)] == ["PipelineTemporary"]
+
+
+def test_a_failing_pipeline_backs_off_without_holding_up_the_others(cluster, dbname, conn,
+                                                                    fake_model, tmp_path):
+    create_docs(conn, numbered_docs(range(1, 101)))
+    create_pipeline(conn, auto_processing="Background", batch_size=5)
+    create_fake_model(conn, fake_model.url, TEST_API_KEY, name="doomed")
+    conn.execute("SELECT aidb.create_pipeline('doomed', source => 'docs', "
+                 "source_data_column => 'body', step_1 => 'KnowledgeBase', "
+                 "step_1_options => aidb.knowledge_base_config('doomed'), "
+                 "auto_processing => 'Background')")
+    set_model_config(conn, "doomed", model="no-such-model")     # the server now answers 404
+    fake_model.set_latency(20)
+    started = time.monotonic()
+    result = run_cli("-d", cluster.dsn(dbname), "--once", cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert assert_consistent(conn) == 100 and pending(conn, "doomed") == 100
+    # Tried at every pass, doomed would fail once per batch of p (20 times);
+    # backing off 1 s, 2 s, 4 s ... it fails at most 2 + log2(seconds) times.
+    attempts = result.stderr.count("pipeline=doomed error=")
+    assert 1 <= attempts <= 2 + math.log2(elapsed), result.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://aidb_nobody:{password}@127.0.0.1:{port}/{dbname}",
+    "host=127.0.0.1 port={unused} user=aidb_nobody password='{password}' dbname={dbname}",
+    "postgresql://aidb_nobody@127.0.0.1:{unused}/{dbname}?password={password}",
+], ids=["url", "key-value", "query-parameter"])
+def test_bad_db_url_is_one_line_without_the_password(cluster, dbname, url, tmp_path):
+    url = url.format(password=PASSWORD, port=cluster.port, unused=free_port(), dbname=dbname)
+    result = run_cli("-d", url, "--once", cwd=tmp_path)
+    assert result.returncode != 0
+    line = one_line(result.stderr)
+    assert line.startswith("aidb worker: cannot connect to ")
+    assert PASSWORD not in result.stderr + result.stdout
+
+
+def test_unknown_pipeline_is_one_line(cluster, dbname, conn, tmp_path):
+    result = run_cli("-d", cluster.dsn(dbname), "-i", "no_such_pipeline", "--once", cwd=tmp_path)
+    assert result.returncode != 0
+    assert one_line(result.stderr) == 'aidb worker: pipeline "no_such_pipeline" does not exist'
+
+
+def test_options_from_the_environment_and_a_dotenv_file(cluster, dbname, conn, fake_model,
+                                                         tmp_path):
+    create_docs(conn, numbered_docs(range(1, 21)))
+    # Disabled pipelines: a worker serves them only when it is told their names.
+    create_pipeline(conn, "from_env", batch_size=10)
+    create_pipeline(conn, "from_dotenv", batch_size=10)
+    # No arguments: the database, the pipeline and --once come from the environment
+    # (without --once the worker would not exit, and run_cli would time out).
+    result = run_cli(cwd=tmp_path, env={"AIDB_WORKER_DB_URL": cluster.dsn(dbname),
+                                        "AIDB_WORKER_PIPELINE": "from_env",
+                                        "AIDB_WORKER_ONCE": "true"})
+    assert result.returncode == 0, result.stderr
+    assert assert_consistent(conn, "from_env") == 20 and pending(conn, "from_dotenv") == 20
+    (tmp_path / ".env").write_text("# the worker's settings\n"
+                                   f"AIDB_WORKER_DB_URL={cluster.dsn(dbname)}\n"
+                                   "AIDB_WORKER_PIPELINE='from_dotenv'\n"
+                                   "export AIDB_WORKER_ONCE=true  # exit when drained\n")
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert assert_consistent(conn, "from_dotenv") == 20
+
+
+def test_poll_interval_takes_durations(cluster, dbname, conn, fake_model, tmp_path):
+    create_docs(conn)
+    create_pipeline(conn, auto_processing="Background")
+    result = run_cli("-d", cluster.dsn(dbname), "--poll-interval", "45s", "--once", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    heartbeat = conn.execute("SELECT poll_interval FROM aidb.worker_heartbeats").fetchone()
+    assert heartbeat[0].total_seconds() == 45
+    result = run_cli("-d", cluster.dsn(dbname), "--poll-interval", "soon", "--once", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "aidb worker: error: argument --poll-interval: not a duration: 'soon' "
+        "(use seconds or e.g. 45s, 5m, 1h)")
+    assert "Traceback" not in result.stderr
+
+
+def read_metrics(port):
+    """{(metric, pipeline): value} from the worker's /metrics (empty until it listens)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    samples = re.findall(r'^(\w+)\{pipeline="([^"]*)"\} (\d+)$', text, re.MULTILINE)
+    return {(metric, pipeline): int(value) for metric, pipeline, value in samples}
+
+
+def metrics_showing(port, metric, value, pipeline="p"):
+    """The worker's metrics once `metric` of `pipeline` has `value`, else None."""
+    samples = read_metrics(port)
+    return samples if samples.get((metric, pipeline)) == value else None
+
+
+def test_metrics_port_serves_per_pipeline_counters(cluster, dbname, conn, fake_model, tmp_path):
+    create_docs(conn, numbered_docs(range(1, 41)))
+    create_pipeline(conn, auto_processing="Background", batch_size=10)
+    port = free_port()
+    process = start_cli("-d", cluster.dsn(dbname), "--metrics-port", str(port), cwd=tmp_path)
+    try:
+        samples = wait_for(lambda: metrics_showing(port, "aidb_worker_keys_processed_total", 40),
+                           message="40 keys in the worker's metrics")
+        assert external_workers(conn)[0][0] == "running"
+    finally:
+        status, stderr = stop_cli(process)
+    assert status == 0, stderr
+    assert samples[("aidb_worker_batches_total", "p")] >= 4
+    assert samples[("aidb_worker_errors_total", "p")] == 0
+    assert samples[("aidb_worker_pending_keys", "p")] == 0
+    assert external_workers(conn) == [("stopped", 40)]
+    assert assert_consistent(conn) == 40
+
+
+# --- aidb.Worker in an application ---------------------------------------------------------------
+
+def test_graceful_shutdown_mid_run_loses_nothing(cluster, dbname, conn, fake_model):
+    create_docs(conn, numbered_docs(range(1, 201)))
+    create_pipeline(conn, auto_processing="Background", batch_size=10)
+    embedded_before = fake_model.state()["inputs_embedded"]   # create_pipeline's probe
+    fake_model.set_latency(300)             # ~10 batches in flight per 1.5 s across 2 slots
+    worker = aidb.Worker(cluster.dsn(dbname), pipelines=["p"], poll_interval=60, concurrency=2)
+
+    def batches_in_flight():
+        return wait_for(lambda: destination_count(conn) > 0
+                        and fake_model.state()["in_flight"] >= 1,
+                        message="batches in flight after the first commit")
+    status, _ = asyncio.run(run_worker_during(worker, batches_in_flight))
+    assert status == 0
+    done = destination_keys(conn)
+    # The batches in flight finished and committed: every key the server
+    # embedded and the worker counted is in the destination, and every other
+    # key is still pending.
+    assert 0 < len(done) == worker.stats.keys_processed < 200
+    assert fake_model.state()["inputs_embedded"] - embedded_before == len(done)
+    assert pending(conn) == 200 - len(done)
+    assert_consistent(conn, except_keys=set(range(1, 201)) - done)
+    assert external_workers(conn) == [("stopped", len(done))]
+    fake_model.set_latency(0)
+    once = aidb.Worker(cluster.dsn(dbname), pipelines=["p"], once=True)   # as --once
+    assert asyncio.run(once.run()) == 0
+    assert assert_consistent(conn) == 200
+
+
+def test_worker_reconnects_when_its_connections_are_terminated(cluster, dbname, conn,
+                                                                fake_model):
+    create_docs(conn, numbered_docs(range(1, 21)))
+    create_pipeline(conn, auto_processing="Background", batch_size=10)
+    worker = aidb.Worker(cluster.dsn(dbname), poll_interval=0.5)
+
+    def terminate_then_write():
+        wait_for(lambda: destination_count(conn) == 20, message="the first 20 keys")
+        terminated = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'aidb external worker'"
+        ).fetchone()[0]
+        insert_docs(conn, numbered_docs(range(21, 41), prefix="after the reconnect"))
+        wait_for(lambda: destination_count(conn) == 40, timeout=30,
+                 message="the worker to reconnect and process the new keys")
+        return terminated
+    status, terminated = asyncio.run(run_worker_during(worker, terminate_then_write))
+    assert terminated >= 1 and status == 0
+    assert assert_consistent(conn) == 40
+
+
+# --- several workers on one pipeline -------------------------------------------------------------
+
+WRITES = 400
+WRITES_PER_ROUND = 40
+
+
+def write_while_workers_keep_up(conn):
+    """Inserts, updates, deletes and key changes on docs from its own
+    connection, in rounds: after each, wait until the workers have caught
+    up, so that processing and writing overlap throughout."""
+    writer = RandomWriter(conn, seed=20261122, ids=range(1, 101))
+    for done in range(1, WRITES + 1):
+        writer.step()
+        if done % WRITES_PER_ROUND == 0:
+            wait_for(lambda: pending(conn) <= 5, message="the workers to catch up")
+
+
+def test_two_external_workers_and_a_background_worker_share_a_pipeline(
+        cluster, dbname, conn, connect, fake_model, background_workers, tmp_path):
+    create_docs(conn, numbered_docs(range(1, 101)))
+    fake_model.set_latency(20)
+    background = background_pipeline(conn, batch_size=5)
+    process = start_cli("-d", cluster.dsn(dbname), "--poll-interval", "1s", cwd=tmp_path)
+    worker = aidb.Worker(cluster.dsn(dbname), poll_interval=1, concurrency=2)
+    writer_conn = connect()
+
+    def write_and_watch():
+        with ThreadPoolExecutor(1, thread_name_prefix="writer") as writer:
+            writes = writer.submit(write_while_workers_keep_up, writer_conn)
+            wait_for(lambda: [s for s, _ in external_workers(conn)] == ["running", "running"],
+                     message="aidb.workers to list both external workers as running")
+            writes.result(timeout=CLI_TIMEOUT)      # and the writer's failure, if any
+        wait_drained(conn)
+    try:
+        status, _ = asyncio.run(run_worker_during(worker, write_and_watch))
+    finally:
+        cli_status, stderr = stop_cli(process)
+    assert status == 0 and cli_status == 0, stderr
+    assert running_worker(conn) == background          # the background worker served throughout
+    states = external_workers(conn)
+    assert [s for s, _ in states] == ["stopped", "stopped"]
+    # Each of the three did part of the work (the engine counts every worker's keys).
+    everyone = conn.execute("SELECT keys_processed FROM aidb.pipeline_run_stats").fetchone()[0]
+    assert all(keys > 0 for _, keys in states) and everyone > sum(k for _, k in states), states
+    assert_consistent(conn)
