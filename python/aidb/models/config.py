@@ -71,7 +71,8 @@ class ConfigChecker:
             # allowlist (egress.py).
             raise self.invalid(f'"{key}" must not contain user info (user:password@host)',
                                hint="Put an API key in credentials, never in the URL.")
-        if parts.scheme not in ("http", "https") or not parts.hostname or egress.url_host(value) is None:
+        if (parts.scheme not in ("http", "https") or not parts.hostname
+                or egress.url_host(value) is None):
             raise self.invalid(f'"{key}" must be an http:// or https:// URL, not {_shown(value)}')
         try:
             parts.port
@@ -79,6 +80,19 @@ class ConfigChecker:
             raise self.invalid(f'"{key}" has an invalid port: {_shown(value)}') from None
         self._set(key, value.rstrip("/"))
         return value
+
+    def remote_endpoint(self, default_url, default_timeout):
+        """The settings every HTTP provider shares: model, url, timeout, retries."""
+        self.text("model", required=True)
+        self.url("url", default_url)
+        self.positive_number("timeout", default_timeout)
+        self.positive_int("max_retries", 5, maximum=20, minimum=0)
+
+    def embedding_batches(self, default_batch_size, default_concurrency):
+        """The settings of remote embedding providers: size, batching, concurrency."""
+        self.positive_int("dimensions", maximum=16000)
+        self.positive_int("max_batch_size", default_batch_size, maximum=2048)
+        self.positive_int("max_concurrent_requests", default_concurrency, maximum=64)
 
     def _set(self, key, value):
         if value is not None:

@@ -26,11 +26,8 @@ class OpenAICompletions(Model):
     @classmethod
     def validate(cls, name, config, credentials):
         check = ConfigChecker(name, cls.provider, config, SETTINGS)
-        check.text("model", required=True)
-        check.url("url", DEFAULT_URL)
+        check.remote_endpoint(DEFAULT_URL, default_timeout=120)
         check.positive_int("max_tokens", maximum=1_000_000)
-        check.positive_number("timeout", 120)
-        check.positive_int("max_retries", 5, maximum=20, minimum=0)
         check_credentials(name, credentials)
         return check.config
 

@@ -33,14 +33,8 @@ class OpenAIEmbeddings(EmbeddingModel):
     @classmethod
     def validate(cls, name, config, credentials):
         check = ConfigChecker(name, cls.provider, config, SETTINGS)
-        check.text("model", required=True)
-        check.url("url", DEFAULT_URL)
-        check.positive_int("dimensions", maximum=16000)
-        check.positive_int("max_batch_size", cls.default_max_batch_size, maximum=2048)
-        check.positive_int("max_concurrent_requests", cls.default_max_concurrent_requests,
-                           maximum=64)
-        check.positive_number("timeout", 60)
-        check.positive_int("max_retries", 5, maximum=20, minimum=0)
+        check.remote_endpoint(DEFAULT_URL, default_timeout=60)
+        check.embedding_batches(cls.default_max_batch_size, cls.default_max_concurrent_requests)
         check_credentials(name, credentials)
         return check.config
 
