@@ -16,6 +16,7 @@ CREATE TABLE wrong_shape (source_key integer, body text);
 -- regress_aidb_user creates pipelines below; regress_aidb_other owns one.
 CREATE ROLE regress_aidb_user;
 CREATE ROLE regress_aidb_other;
+GRANT aidb_users TO regress_aidb_user;
 CREATE SCHEMA regress_dest;
 GRANT USAGE ON SCHEMA regress_dest TO regress_aidb_user;
 GRANT SELECT, TRIGGER ON docs TO regress_aidb_other;

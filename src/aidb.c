@@ -17,10 +17,20 @@ int			aidb_max_workers = 16;
 int			aidb_launcher_naptime = 60;
 int			aidb_worker_memory_limit = 2048;
 
+/*
+ * Security bounds, read by the Python engine through the functions below.
+ * Only superusers may change them (PGC_SUSET): they limit what the server
+ * itself reaches on a user's behalf.
+ */
+static char *aidb_allowed_model_hosts = NULL;
+static char *aidb_allowed_local_paths = NULL;
+
 void		_PG_init(void);
 
 PG_FUNCTION_INFO_V1(aidb_engine_dir);
 PG_FUNCTION_INFO_V1(aidb_preloaded);
+PG_FUNCTION_INFO_V1(aidb_allowed_model_hosts_value);
+PG_FUNCTION_INFO_V1(aidb_allowed_local_paths_value);
 
 /* Settings; each is documented in README.md ("Background workers"). */
 static void
@@ -47,6 +57,19 @@ define_gucs(void)
 							"Checked after each batch; 0 disables the check.",
 							&aidb_worker_memory_limit, 2048, 0, INT_MAX / 1024,
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomStringVariable("aidb.allowed_model_hosts",
+							   "Hosts that model URLs may reach: * (any), or a comma-separated "
+							   "list of host names, IP addresses and *.domain wildcards.",
+							   "Checked when a model is created and before each request; "
+							   "empty: no remote model may be used.",
+							   &aidb_allowed_model_hosts, "*",
+							   PGC_SUSET, GUC_LIST_INPUT, NULL, NULL, NULL);
+	DefineCustomStringVariable("aidb.allowed_local_paths",
+							   "Directories that file:// volumes may read: a comma-separated "
+							   "list of absolute paths.",
+							   "Empty (the default): no local directory may be read.",
+							   &aidb_allowed_local_paths, "",
+							   PGC_SUSET, GUC_LIST_INPUT, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("aidb");
 }
 
@@ -82,4 +105,22 @@ Datum
 aidb_preloaded(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(aidb_shared != NULL);
+}
+
+/*
+ * The security bounds as this module holds them. Reading them through a
+ * function of the module (rather than current_setting()) loads it first, so
+ * the value is never a placeholder that a non-superuser SET before the
+ * module was loaded in the session.
+ */
+Datum
+aidb_allowed_model_hosts_value(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(aidb_allowed_model_hosts ? aidb_allowed_model_hosts : ""));
+}
+
+Datum
+aidb_allowed_local_paths_value(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(aidb_allowed_local_paths ? aidb_allowed_local_paths : ""));
 }

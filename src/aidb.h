@@ -57,6 +57,8 @@ typedef struct AidbPipelineEntry
 	AidbWorkerState state;
 	pid_t		pid;
 	Latch	   *worker_latch;	/* set by commits that add to its backlog */
+	bool		urgent_wakeup;	/* errors were cleared: end a back-off now */
+	uint64		published_seq;	/* publish_seq of the last change written here */
 	bool		warned_no_slot; /* the WARNING about slots is logged once */
 	TimestampTz last_batch;
 	double		rows_per_second;
@@ -71,6 +73,7 @@ typedef struct AidbShared
 	Latch	   *launcher_latch;
 	pid_t		launcher_pid;
 	uint64		scan_generation;
+	uint64		publish_seq;	/* counts commit-time publishes of registry changes */
 	bool		rescan_all;
 	int			n_rescans;		/* databases whose pipelines changed */
 	Oid			rescan_dboids[AIDB_MAX_RESCANS];
@@ -83,7 +86,9 @@ extern AidbShared *aidb_shared;
 extern void aidb_shmem_init(void);
 extern AidbPipelineEntry *aidb_find_entry(Oid dboid, int32 pipeline_id);
 extern AidbPipelineEntry *aidb_find_or_add_entry(Oid dboid, int32 pipeline_id);
-extern void aidb_request_rescan(Oid dboid);
+extern void aidb_set_entry(AidbPipelineEntry *entry, Oid owner, bool can_login,
+						   const char *name, const char *dbname);
+extern void aidb_request_rescan(Oid dboid, bool wake_launcher);
 extern const char *aidb_worker_state_name(AidbWorkerState state);
 
 /* ---- background workers ---- */

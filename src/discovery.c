@@ -79,9 +79,15 @@ read_pipelines(FoundPipeline *found, int max_found)
 	return n;
 }
 
-/* Publish what we found: mark found pipelines wanted, the others of this database not. */
+/*
+ * Publish what we found: mark found pipelines wanted, the others of this
+ * database not. Entries that a commit published after we read
+ * `seen_publish_seq` (before our snapshot) are newer than what we read:
+ * they stay as they are.
+ */
 static void
-publish(FoundPipeline *found, int n, uint64 generation, const char *dbname)
+publish(FoundPipeline *found, int n, uint64 generation, uint64 seen_publish_seq,
+		const char *dbname)
 {
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
@@ -94,21 +100,16 @@ publish(FoundPipeline *found, int n, uint64 generation, const char *dbname)
 				 AIDB_MAX_ENTRIES, found[i].name);
 			continue;
 		}
-		entry->wanted = true;
 		entry->scan_generation = generation;
-		entry->owner = found[i].owner;
-		strlcpy(entry->name, found[i].name, NAMEDATALEN);
-		strlcpy(entry->dbname, dbname, NAMEDATALEN);
-		if (!found[i].owner_can_login)
-			entry->state = AIDB_WORKER_CANNOT_LOGIN;
-		else if (entry->state == AIDB_WORKER_CANNOT_LOGIN)
-			entry->state = AIDB_WORKER_NONE;
+		if (entry->published_seq <= seen_publish_seq)
+			aidb_set_entry(entry, found[i].owner, found[i].owner_can_login, found[i].name, dbname);
 	}
 	for (int i = 0; i < AIDB_MAX_ENTRIES; i++)
 	{
 		AidbPipelineEntry *entry = &aidb_shared->entries[i];
 
-		if (entry->in_use && entry->dboid == MyDatabaseId && entry->scan_generation != generation)
+		if (entry->in_use && entry->dboid == MyDatabaseId && entry->scan_generation != generation
+			&& entry->published_seq <= seen_publish_seq)
 			entry->wanted = false;
 	}
 	LWLockRelease(aidb_shared->lock);
@@ -124,6 +125,7 @@ aidb_discovery_main(Datum arg)
 	FoundPipeline *found = palloc(sizeof(FoundPipeline) * AIDB_MAX_ENTRIES);
 	char		dbname[NAMEDATALEN];
 	int			n;
+	uint64		seen_publish_seq;
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	pqsignal(SIGTERM, die);
@@ -131,6 +133,10 @@ aidb_discovery_main(Datum arg)
 	/* as the bootstrap superuser: the registry is row-level protected */
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 	pgstat_report_appname("aidb discovery");
+
+	LWLockAcquire(aidb_shared->lock, LW_SHARED);
+	seen_publish_seq = aidb_shared->publish_seq;
+	LWLockRelease(aidb_shared->lock);
 
 	/* One read-only transaction; an error exits without publishing anything. */
 	StartTransactionCommand();
@@ -142,6 +148,6 @@ aidb_discovery_main(Datum arg)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
-	publish(found, n, args.generation, dbname);
+	publish(found, n, args.generation, seen_publish_seq, dbname);
 	proc_exit(0);
 }

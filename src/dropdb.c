@@ -55,23 +55,62 @@ stop_database_workers(Oid dboid)
 	}
 }
 
+/*
+ * The drop is over: the launcher may start workers there again. If it
+ * failed (other sessions were connected, say), the database's pipelines get
+ * their workers back through a discovery.
+ */
 static void
-aidb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+end_database_drop(Oid dboid, bool failed)
+{
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	if (aidb_shared->dropping_dboid == dboid)
+		aidb_shared->dropping_dboid = InvalidOid;
+	LWLockRelease(aidb_shared->lock);
+	if (failed)
+		aidb_request_rescan(dboid, true);
+}
+
+static void
+call_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 					 ProcessUtilityContext context, ParamListInfo params,
 					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	if (aidb_shared != NULL && IsA(pstmt->utilityStmt, DropdbStmt))
-	{
-		Oid			dboid = get_database_oid(((DropdbStmt *) pstmt->utilityStmt)->dbname, true);
-
-		if (OidIsValid(dboid))
-			stop_database_workers(dboid);
-	}
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
 								dest, qc);
+}
+
+static void
+aidb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					 ProcessUtilityContext context, ParamListInfo params,
+					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Oid			dboid = InvalidOid;
+
+	if (aidb_shared != NULL && IsA(pstmt->utilityStmt, DropdbStmt))
+		dboid = get_database_oid(((DropdbStmt *) pstmt->utilityStmt)->dbname, true);
+	if (!OidIsValid(dboid))
+	{
+		call_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
+							 dest, qc);
+		return;
+	}
+	stop_database_workers(dboid);
+	PG_TRY();
+	{
+		call_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
+							 dest, qc);
+	}
+	PG_CATCH();
+	{
+		end_database_drop(dboid, true);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	end_database_drop(dboid, false);
 }
 
 void

@@ -3,12 +3,14 @@
  * pipeline in every database that has aidb.
  *
  * The launcher is connected to no database, so it cannot read pipelines
- * itself. It lists the databases (a shared catalog), starts a short-lived
- * discovery worker per database (discovery.c) that publishes the database's
- * Background pipelines in shared memory, and then starts or stops pipeline
- * workers (worker.c) until the running set matches. It wakes up when a
- * pipeline changes (at commit), when one of its workers starts or stops
- * (bgw_notify_pid), and every aidb.launcher_naptime for a full rescan.
+ * itself. Commits that create, change or delete a pipeline publish it in
+ * shared memory (shmem.c); at start and every aidb.launcher_naptime the
+ * launcher also lists the databases (a shared catalog) and starts a
+ * short-lived discovery worker per database (discovery.c), which catches
+ * what no commit reported (DROP EXTENSION, restored databases, a crash
+ * restart). It starts or stops pipeline workers (worker.c) until the running
+ * set matches. It wakes up when a pipeline changes (at commit), when one of
+ * its workers starts or stops (bgw_notify_pid), and at naptime.
  */
 #include "aidb.h"
 
@@ -94,7 +96,11 @@ list_databases(void)
 	return dboids;
 }
 
-/* Start (or queue again) the discovery of one database. */
+/*
+ * Start (or queue again) the discovery of one database. Without a free
+ * worker slot the request goes back to shared memory and the launcher's
+ * timer retries it.
+ */
 static void
 discover(Oid dboid)
 {
@@ -121,7 +127,10 @@ discover(Oid dboid)
 	if (aidb_start_discovery_worker(dboid, generation, &discovery->handle))
 		discoveries = lappend(discoveries, discovery);
 	else
-		pfree(discovery);		/* no slot: the next loop tries again */
+	{
+		pfree(discovery);
+		aidb_request_rescan(dboid, false);
+	}
 }
 
 /* Forget finished discoveries, rerunning those asked for meanwhile. */
@@ -163,7 +172,7 @@ forget_dropped_databases(List *dboids)
 	LWLockRelease(aidb_shared->lock);
 }
 
-/* Run the discoveries that commits asked for, or all of them at naptime. */
+/* Run the discoveries asked for (by exiting workers, or retries), or all of them at naptime. */
 static void
 start_requested_discoveries(bool naptime_elapsed)
 {
@@ -194,6 +203,18 @@ start_requested_discoveries(bool naptime_elapsed)
 		discover(requested[i]);
 }
 
+/* Whether discoveries wait for a worker slot (or were asked for meanwhile). */
+static bool
+discoveries_requested(void)
+{
+	bool		requested;
+
+	LWLockAcquire(aidb_shared->lock, LW_SHARED);
+	requested = aidb_shared->rescan_all || aidb_shared->n_rescans > 0;
+	LWLockRelease(aidb_shared->lock);
+	return requested;
+}
+
 /* Count pipeline workers that exist or are being started. */
 static int
 running_workers(void)
@@ -206,11 +227,15 @@ running_workers(void)
 	return count;
 }
 
-/* Log, once per waiting spell, why a pipeline has no worker. */
+/*
+ * Log, once per waiting spell, why a pipeline has no worker. Not while one
+ * of our own discovery workers runs: it may be what holds the slot, for a
+ * moment.
+ */
 static void
 warn_no_slot(AidbPipelineEntry *entry, bool capped)
 {
-	if (entry->warned_no_slot)
+	if (entry->warned_no_slot || (!capped && discoveries != NIL))
 		return;
 	entry->warned_no_slot = true;
 	if (capped)
@@ -346,8 +371,8 @@ aidb_launcher_main(Datum arg)
 		waiting = reconcile_workers();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (waiting || discoveries != NIL) ? WAITING_RETRY_MS
-						 : aidb_launcher_naptime * 1000L,
+						 (waiting || discoveries != NIL || discoveries_requested())
+						 ? WAITING_RETRY_MS : aidb_launcher_naptime * 1000L,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}

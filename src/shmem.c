@@ -2,14 +2,18 @@
  * shmem.c — the shared table of Background pipelines, and the wake-ups
  * that let a commit reach the launcher or a pipeline's worker at once.
  *
- * Discovery workers fill the table; the launcher starts and stops workers
- * from it; workers publish their pid, latch and progress in it; commits that
- * add to a backlog set the worker's latch. One LWLock guards it all: every
- * critical section is a few loads and stores.
+ * Commits that change the pipeline registry publish the change here (so a
+ * new pipeline needs no free worker slot to be noticed: it can say
+ * WaitingForWorker); discovery workers fill it at start and at each full
+ * rescan; the launcher starts and stops workers from it; workers publish
+ * their pid, latch and progress in it; commits that add to a backlog set the
+ * worker's latch. One LWLock guards it all: every critical section is a few
+ * loads and stores.
  */
 #include "aidb.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -24,13 +28,30 @@ AidbShared *aidb_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* Pipelines (ids) of this database whose backlog this transaction added to. */
-static List *pending_pipeline_wakeups = NIL;
-static bool pending_launcher_wakeup = false;
+/*
+ * A pipeline registry change of this transaction, published at commit. It
+ * carries the row as the change left it: the commit callback cannot read
+ * catalogs or tables any more.
+ */
+typedef struct PendingPublish
+{
+	int32		pipeline_id;
+	Oid			owner;
+	bool		can_login;
+	bool		background;
+	int			nest_level;		/* (sub)transaction that made the change */
+	char		name[NAMEDATALEN];
+	char		dbname[NAMEDATALEN];
+} PendingPublish;
+
+/* Wake-ups and publishes this transaction delivers at commit. */
+static List *pending_pipeline_wakeups = NIL;	/* ids of this database */
+static List *pending_urgent_wakeups = NIL;	/* ids whose back-off ends too */
+static List *pending_publishes = NIL;	/* of PendingPublish */
 static bool xact_callback_registered = false;
 
 PG_FUNCTION_INFO_V1(aidb_wake_pipeline);
-PG_FUNCTION_INFO_V1(aidb_wake_launcher);
+PG_FUNCTION_INFO_V1(aidb_publish_pipeline);
 PG_FUNCTION_INFO_V1(aidb_worker_state);
 
 /* Ask for our shared memory and our lock (PostgreSQL 15+: in this hook). */
@@ -106,17 +127,43 @@ aidb_find_or_add_entry(Oid dboid, int32 pipeline_id)
 	return entry;
 }
 
-/* Ask the launcher to look at one database again (InvalidOid: all of them). */
+/*
+ * Fill in a wanted entry from its registry row (caller holds the lock). An
+ * owner role without LOGIN gets no worker until it has it again.
+ */
 void
-aidb_request_rescan(Oid dboid)
+aidb_set_entry(AidbPipelineEntry *entry, Oid owner, bool can_login, const char *name,
+			   const char *dbname)
 {
+	entry->wanted = true;
+	entry->owner = owner;
+	strlcpy(entry->name, name, NAMEDATALEN);
+	strlcpy(entry->dbname, dbname, NAMEDATALEN);
+	if (!can_login)
+		entry->state = AIDB_WORKER_CANNOT_LOGIN;
+	else if (entry->state == AIDB_WORKER_CANNOT_LOGIN)
+		entry->state = AIDB_WORKER_NONE;
+}
+
+/*
+ * Ask the launcher to look at one database again (InvalidOid: all of them).
+ * The launcher re-queues a discovery it could not start without waking
+ * itself: it retries on its timer.
+ */
+void
+aidb_request_rescan(Oid dboid, bool wake_launcher)
+{
+	bool		queued = false;
+
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
-	if (dboid == InvalidOid || aidb_shared->n_rescans >= AIDB_MAX_RESCANS)
+	for (int i = 0; i < aidb_shared->n_rescans; i++)
+		queued |= aidb_shared->rescan_dboids[i] == dboid;
+	if (dboid == InvalidOid || (!queued && aidb_shared->n_rescans >= AIDB_MAX_RESCANS))
 		aidb_shared->rescan_all = true;
-	else
+	else if (!queued)
 		aidb_shared->rescan_dboids[aidb_shared->n_rescans++] = dboid;
 	LWLockRelease(aidb_shared->lock);
-	if (aidb_shared->launcher_latch)
+	if (wake_launcher && aidb_shared->launcher_latch)
 		SetLatch(aidb_shared->launcher_latch);
 }
 
@@ -140,32 +187,89 @@ aidb_worker_state_name(AidbWorkerState state)
 	}
 }
 
-/* At commit, deliver the wake-ups this transaction asked for; on abort, drop them. */
+/* Write one registry change into the shared table (lock held). */
+static void
+apply_publish(PendingPublish *change)
+{
+	AidbPipelineEntry *entry = change->background
+		? aidb_find_or_add_entry(MyDatabaseId, change->pipeline_id)
+		: aidb_find_entry(MyDatabaseId, change->pipeline_id);
+
+	if (entry == NULL)
+	{
+		if (change->background)
+			elog(WARNING, "aidb: more than %d Background pipelines; \"%s\" gets no worker",
+				 AIDB_MAX_ENTRIES, change->name);
+		return;
+	}
+	/* a discovery that read the registry before this commit must not undo it */
+	entry->published_seq = ++aidb_shared->publish_seq;
+	if (change->background)
+		aidb_set_entry(entry, change->owner, change->can_login, change->name, change->dbname);
+	else
+		entry->wanted = false;
+}
+
+/* At commit, deliver the wake-ups and publishes asked for; otherwise drop them. */
 static void
 aidb_xact_callback(XactEvent event, void *arg)
 {
 	ListCell   *cell;
+	bool		urgent = pending_urgent_wakeups != NIL;
 
-	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
+	/* (PREPARE: nothing is delivered at COMMIT PREPARED; the next full rescan sees it.) */
 	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) && aidb_shared)
 	{
-		LWLockAcquire(aidb_shared->lock, LW_SHARED);
+		LWLockAcquire(aidb_shared->lock,
+					  (urgent || pending_publishes != NIL) ? LW_EXCLUSIVE : LW_SHARED);
+		foreach(cell, pending_publishes)
+			apply_publish(lfirst(cell));
 		foreach(cell, pending_pipeline_wakeups)
 		{
 			AidbPipelineEntry *entry = aidb_find_entry(MyDatabaseId, lfirst_int(cell));
 
+			if (entry && list_member_int(pending_urgent_wakeups, entry->pipeline_id))
+				entry->urgent_wakeup = true;
 			if (entry && entry->worker_latch)
 				SetLatch(entry->worker_latch);
 		}
 		LWLockRelease(aidb_shared->lock);
-		if (pending_launcher_wakeup)
-			aidb_request_rescan(MyDatabaseId);
+		if (pending_publishes != NIL && aidb_shared->launcher_latch)
+			SetLatch(aidb_shared->launcher_latch);
 	}
-	list_free(pending_pipeline_wakeups);
+	/* the lists live in TopTransactionContext, which goes away now */
 	pending_pipeline_wakeups = NIL;
-	pending_launcher_wakeup = false;
+	pending_urgent_wakeups = NIL;
+	pending_publishes = NIL;
+}
+
+/*
+ * A subtransaction's publishes go with it when it aborts; when it commits,
+ * they belong to its parent (whose abort then drops them).
+ */
+static void
+aidb_subxact_callback(SubXactEvent event, SubTransactionId subid, SubTransactionId parent,
+					  void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *cell;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
+		return;
+	foreach(cell, pending_publishes)
+	{
+		PendingPublish *change = lfirst(cell);
+
+		if (change->nest_level < level)
+			continue;
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+			pending_publishes = foreach_delete_current(pending_publishes, cell);
+		else
+			change->nest_level = level - 1;
+	}
 }
 
 static void
@@ -174,41 +278,73 @@ register_xact_callback_once(void)
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(aidb_xact_callback, NULL);
+		RegisterSubXactCallback(aidb_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 }
 
+/* Append to a transaction-lifetime list of ids, once. */
+static List *
+add_pipeline_id(List *ids, int32 pipeline_id)
+{
+	MemoryContext old;
+
+	if (list_member_int(ids, pipeline_id))
+		return ids;
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	ids = lappend_int(ids, pipeline_id);
+	MemoryContextSwitchTo(old);
+	return ids;
+}
+
 /*
- * aidb._wake_pipeline(pipeline_id): the capture triggers call this after
- * adding to a backlog, so the pipeline's worker wakes when we commit.
- * Without shared memory (aidb not preloaded) there is nobody to wake.
+ * aidb._wake_pipeline(pipeline_id, urgent): the capture triggers call this
+ * after adding to a backlog, so the pipeline's worker wakes when we commit.
+ * A worker backing off after errors keeps waiting unless the wake-up is
+ * urgent (its errors were cleared): retrying at every insert would hammer a
+ * failing provider. Without shared memory (aidb not preloaded) there is
+ * nobody to wake.
  */
 Datum
 aidb_wake_pipeline(PG_FUNCTION_ARGS)
 {
 	int32		pipeline_id = PG_GETARG_INT32(0);
+
+	if (aidb_shared == NULL)
+		PG_RETURN_VOID();
+	register_xact_callback_once();
+	pending_pipeline_wakeups = add_pipeline_id(pending_pipeline_wakeups, pipeline_id);
+	if (PG_GETARG_BOOL(1))
+		pending_urgent_wakeups = add_pipeline_id(pending_urgent_wakeups, pipeline_id);
+	PG_RETURN_VOID();
+}
+
+/*
+ * aidb._publish_pipeline(id, owner, can_login, name, background): the
+ * registry's row trigger reports a created, changed or deleted pipeline; at
+ * commit the launcher's table says whether it wants a worker, and the
+ * launcher wakes. Not callable by users (see 35_workers.sql).
+ */
+Datum
+aidb_publish_pipeline(PG_FUNCTION_ARGS)
+{
+	PendingPublish *change;
 	MemoryContext old;
 
 	if (aidb_shared == NULL)
 		PG_RETURN_VOID();
 	register_xact_callback_once();
-	if (!list_member_int(pending_pipeline_wakeups, pipeline_id))
-	{
-		old = MemoryContextSwitchTo(TopTransactionContext);
-		pending_pipeline_wakeups = lappend_int(pending_pipeline_wakeups, pipeline_id);
-		MemoryContextSwitchTo(old);
-	}
-	PG_RETURN_VOID();
-}
-
-/* aidb._wake_launcher(): a pipeline was created, changed or deleted. */
-Datum
-aidb_wake_launcher(PG_FUNCTION_ARGS)
-{
-	if (aidb_shared == NULL)
-		PG_RETURN_VOID();
-	register_xact_callback_once();
-	pending_launcher_wakeup = true;
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	change = palloc0(sizeof(PendingPublish));
+	change->pipeline_id = PG_GETARG_INT32(0);
+	change->owner = PG_GETARG_OID(1);
+	change->can_login = PG_GETARG_BOOL(2);
+	text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), change->name, NAMEDATALEN);
+	change->background = PG_GETARG_BOOL(4);
+	change->nest_level = GetCurrentTransactionNestLevel();
+	strlcpy(change->dbname, get_database_name(MyDatabaseId), NAMEDATALEN);
+	pending_publishes = lappend(pending_publishes, change);
+	MemoryContextSwitchTo(old);
 	PG_RETURN_VOID();
 }
 

@@ -38,6 +38,7 @@ typedef enum BatchOutcome
 	BATCH_DID_WORK,				/* keys processed: look for more at once */
 	BATCH_IDLE,					/* nothing pending: sleep for the sync interval */
 	BATCH_FAILED,				/* back off */
+	BATCH_CANCELLED,			/* pg_cancel_backend: pause briefly, then go on */
 	BATCH_PIPELINE_GONE			/* deleted, not Background any more, or aidb dropped */
 } BatchOutcome;
 
@@ -93,6 +94,45 @@ publish_state(AidbWorkerState state, bool attach, double rows_per_second)
 		}
 	}
 	LWLockRelease(aidb_shared->lock);
+}
+
+/*
+ * Our pipeline is gone (deleted, no longer Background, aidb dropped): stop
+ * wanting a worker for it, so that the launcher does not start another, and
+ * have the database looked at again in case it came back meanwhile.
+ */
+static void
+unpublish_self(void)
+{
+	AidbPipelineEntry *entry;
+
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	entry = aidb_find_entry(args.dboid, args.pipeline_id);
+	if (entry)
+	{
+		entry->wanted = false;
+		entry->published_seq = ++aidb_shared->publish_seq;
+	}
+	LWLockRelease(aidb_shared->lock);
+	aidb_request_rescan(args.dboid, true);
+}
+
+/* Whether our errors were cleared since we last looked (and forget that they were). */
+static bool
+take_urgent_wakeup(void)
+{
+	AidbPipelineEntry *entry;
+	bool		urgent = false;
+
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	entry = aidb_find_entry(args.dboid, args.pipeline_id);
+	if (entry)
+	{
+		urgent = entry->urgent_wakeup;
+		entry->urgent_wakeup = false;
+	}
+	LWLockRelease(aidb_shared->lock);
+	return urgent;
 }
 
 /* On exit, whatever the reason, nobody may set our latch any more. */
@@ -169,7 +209,8 @@ record_error(const char *message)
 /*
  * One pass: a transaction around run_batch_in_transaction. An ERROR rolls
  * the batch back (its keys return to the backlog) and is recorded; a query
- * cancel (pg_cancel_backend) only cancels this batch.
+ * cancel (pg_cancel_backend) only cancels this batch: it is no failure of
+ * the pipeline, and its keys are processed by the next one.
  */
 static BatchOutcome
 run_one_pass(int64 *processed)
@@ -193,13 +234,13 @@ run_one_pass(int64 *processed)
 
 		MemoryContextSwitchTo(loop_context);
 		error = CopyErrorData();
+		EmitErrorReport();		/* before FlushErrorState, which forgets the error */
 		FlushErrorState();
-		EmitErrorReport();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(loop_context);
 		if (error->sqlerrcode != ERRCODE_QUERY_CANCELED)
 			record_error(error->message);
-		outcome = error->sqlerrcode == ERRCODE_QUERY_CANCELED ? BATCH_IDLE : BATCH_FAILED;
+		outcome = error->sqlerrcode == ERRCODE_QUERY_CANCELED ? BATCH_CANCELLED : BATCH_FAILED;
 		FreeErrorData(error);
 	}
 	PG_END_TRY();
@@ -223,11 +264,28 @@ resident_mb(void)
 	return resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
 }
 
-/* Recycle the process when it grew past aidb.worker_memory_limit. */
+/* Apply a configuration reload (SIGHUP) if one is pending. */
+static void
+reload_config_if_asked(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * Recycle the process when it grew past aidb.worker_memory_limit — the
+ * limit as it is now: the SIGHUP that changed it may be what woke us.
+ */
 static void
 recycle_if_too_big(void)
 {
-	long		mb = resident_mb();
+	long		mb;
+
+	reload_config_if_asked();
+	mb = resident_mb();
 
 	if (aidb_worker_memory_limit > 0 && mb > aidb_worker_memory_limit)
 	{
@@ -246,6 +304,26 @@ wait_for(long timeout_ms)
 					 timeout_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Wait before retrying a failed batch. Commits that add to the backlog do
+ * not end the wait (under steady writes the worker would retry at every
+ * insert and hammer a failing provider); clearing the pipeline's errors
+ * (retry_pipeline_errors) does.
+ */
+static void
+back_off(long backoff_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms);
+	long		remaining;
+
+	while ((remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until)) > 0)
+	{
+		wait_for(remaining);
+		if (take_urgent_wakeup())
+			return;
+	}
 }
 
 /* Worker entry point: the loop of batches. */
@@ -274,17 +352,15 @@ aidb_worker_main(Datum arg)
 		BatchOutcome outcome;
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		reload_config_if_asked();
 		ResetLatch(MyLatch);	/* wake-ups from now on are for the next pass */
+		(void) take_urgent_wakeup();
 		outcome = run_one_pass(&processed);
 		switch (outcome)
 		{
 			case BATCH_PIPELINE_GONE:
-				proc_exit(0);	/* exit code 0: nobody restarts us */
+				unpublish_self();
+				proc_exit(0);
 				break;
 			case BATCH_DID_WORK:
 				backoff_ms = 0;
@@ -296,10 +372,14 @@ aidb_worker_main(Datum arg)
 				publish_state(AIDB_WORKER_RUNNING, true, -1);
 				wait_for(sync_interval_ms);
 				break;
+			case BATCH_CANCELLED:
+				publish_state(AIDB_WORKER_RUNNING, true, -1);
+				back_off(MIN_BACKOFF_MS);	/* a canceller repeating itself gets no busy loop */
+				break;
 			case BATCH_FAILED:
 				backoff_ms = Min(Max(backoff_ms * 2, MIN_BACKOFF_MS), MAX_BACKOFF_MS);
 				publish_state(AIDB_WORKER_BACKOFF, true, -1);
-				wait_for(backoff_ms);
+				back_off(backoff_ms);
 				break;
 		}
 		recycle_if_too_big();

@@ -426,9 +426,10 @@ def test_local_model_is_loaded_once_per_backend(conn):
 
 @pytest.fixture
 def other_role(cluster):
-    """A login role that is neither a superuser nor a member of postgres."""
+    """A login role that is neither a superuser nor a member of postgres, but
+    an aidb user (aidb_users exists once the session's template has aidb)."""
     role = "r_" + uuid.uuid4().hex[:10]
-    cluster.psql(f"CREATE ROLE {role} LOGIN")
+    cluster.psql(f"CREATE ROLE {role} LOGIN IN ROLE aidb_users")
     yield role
     cluster.psql(f"DROP ROLE {role}")
 

@@ -5,6 +5,7 @@ over HTTP; after each scenario the destination is compared with an
 independent recomputation from the source rows (pipeline_checks)."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from conftest import TEST_API_KEY, wait_for
+from pgcluster import throwaway_cluster
 from test_pipelines import numbered_docs, wait_for_cluster
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
@@ -41,7 +43,12 @@ def background_pipeline(conn, name="p", **options):
 
 
 def wait_drained(conn, name="p"):
-    wait_for(lambda: drained(conn, name), timeout=DRAIN_TIMEOUT, message=f"{name} to drain")
+    """Until aidb.pipem says UpToDate; a timeout reports its row and the errors."""
+    try:
+        wait_for(lambda: drained(conn, name), timeout=DRAIN_TIMEOUT, message=f"{name} to drain")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {metrics(conn, name)}, errors: {pipeline_errors(conn, name)}"
+                             ) from None
 
 
 def fill_docs(conn, count):
@@ -55,8 +62,9 @@ def destination_count(conn, name="p"):
     return metrics(conn, name)["count(destination records)"]
 
 
-# --- 1. SIGTERM ------------------------------------------------------------------------------
+# --- 1. SIGTERM ----------------------------------------------------------------------------------
 
+@pytest.mark.resilience
 def test_terminated_worker_is_replaced(conn, fake_model):
     create_docs(conn, numbered_docs(range(1, 21)))
     first = background_pipeline(conn)
@@ -71,11 +79,12 @@ def test_terminated_worker_is_replaced(conn, fake_model):
     assert assert_consistent(conn) == 40
 
 
-# --- 2. SIGKILL: the postmaster resets the whole cluster ---------------------------------------
+# --- 2. SIGKILL: the postmaster resets the whole cluster -----------------------------------------
 
 PIPELINES = ("p1", "p2", "p3")
 
 
+@pytest.mark.resilience
 def test_killed_worker_crash_restart_loses_no_key(cluster, dbname, conn, fake_model):
     fill_docs(conn, 600)
     fake_model.set_latency(100)     # so that the kill lands mid-backfill
@@ -86,7 +95,8 @@ def test_killed_worker_crash_restart_loses_no_key(cluster, dbname, conn, fake_mo
     os.kill(pids["p1"], signal.SIGKILL)
     wait_for(lambda: connection_lost(conn), message="the crash restart to end our session")
     with wait_for_cluster(cluster, dbname) as fresh:
-        assert "terminated by signal 9" in cluster.log_text()[log_start:]
+        log = cluster.log_text()[log_start:]
+        assert "terminated by signal 9" in log and "reinitializing" in log
         new_pids = {name: wait_for(lambda: running_worker(fresh, name), timeout=30,
                                    message=f"{name}'s worker after the crash")
                     for name in PIPELINES}
@@ -97,8 +107,9 @@ def test_killed_worker_crash_restart_loses_no_key(cluster, dbname, conn, fake_mo
             assert assert_consistent(fresh, name) == 600
 
 
-# --- 3. server restart in the middle of a backfill ----------------------------------------------
+# --- 3. server restart in the middle of a backfill -----------------------------------------------
 
+@pytest.mark.resilience
 def test_server_restart_mid_backfill(cluster, dbname, conn, fake_model):
     fill_docs(conn, 3000)
     fake_model.set_latency(200)     # ~60 batches of 50: about 15 s of backfill
@@ -114,7 +125,7 @@ def test_server_restart_mid_backfill(cluster, dbname, conn, fake_model):
         assert assert_consistent(fresh) == 3000
 
 
-# --- 4. provider outage during steady writes ------------------------------------------------------
+# --- 4. provider outage during steady writes -----------------------------------------------------
 
 class SteadyWriter(threading.Thread):
     """Inserts one docs row every `interval` seconds on its own connection
@@ -129,8 +140,9 @@ class SteadyWriter(threading.Thread):
     def run(self):
         try:
             while not self.stopping.is_set() and len(self.seconds) < self.limit:
+                row = (self.next_id, f"written during the outage {self.next_id}")
                 started = time.perf_counter()
-                insert_docs(self.conn, [(self.next_id, f"written during the outage {self.next_id}")])
+                insert_docs(self.conn, [row])
                 self.seconds.append(time.perf_counter() - started)
                 self.next_id += 1
                 self.stopping.wait(self.interval)
@@ -145,11 +157,13 @@ class SteadyWriter(threading.Thread):
 
 
 def error_attempts(conn, name="p"):
+    """Failed batches recorded for the pipeline as a whole (0 if none)."""
     row = conn.execute("SELECT attempts FROM aidb.pipeline_errors WHERE pipeline = %s "
                        "AND source_key IS NULL", (name,)).fetchone()
-    return row and row[0]
+    return row[0] if row else 0
 
 
+@pytest.mark.resilience
 def test_provider_outage_holds_backlog_without_slowing_writes(conn, connect, fake_model):
     create_docs(conn, numbered_docs(range(1, 21)))
     worker = background_pipeline(conn)
@@ -158,19 +172,166 @@ def test_provider_outage_holds_backlog_without_slowing_writes(conn, connect, fak
     writer = SteadyWriter(connect(), first_id=1000)
     writer.start()
     try:
-        wait_for(lambda: metrics(conn)["Status"] == "Failed"
-                 and metrics(conn)["worker state"] == BACKING_OFF, message="the worker to back off")
-        wait_for(lambda: (error_attempts(conn) or 0) >= 3, timeout=30,
-                 message="the worker to retry after backing off")
-        requests_during_outage = fake_model.state()["requests_total"]
+        wait_for(lambda: error_attempts(conn) == 1, message="the first failed batch")
+        first_failure = time.monotonic()
+        row = metrics(conn)
+        assert (row["Status"], row["worker state"]) == ("Failed", BACKING_OFF)
+        wait_for(lambda: error_attempts(conn) >= 3, timeout=30, message="two more failed batches")
+        # Backing off 1 s, then 2 s: the inserts' wake-ups must not cut that short.
+        assert time.monotonic() - first_failure >= 3.0
     finally:
         written = writer.stop()
-    assert running_worker(conn) is None and metrics(conn)["worker pid"] == worker
-    assert pending(conn) == len(written) > 20
+    assert metrics(conn)["worker pid"] == worker
+    assert pending(conn) == len(written) > 30
     assert max(writer.seconds) < 0.5, f"slowest insert: {max(writer.seconds):.3f} s"
     fake_model.set_fault("none")
     conn.execute("SELECT aidb.retry_pipeline_errors('p')")
     wait_drained(conn)
     assert pipeline_errors(conn) == [] and running_worker(conn) == worker
     assert assert_consistent(conn) == 20 + len(written)
-    print("requests during outage", requests_during_outage, "written", len(written))
+
+
+# --- 5. real worker-slot exhaustion --------------------------------------------------------------
+
+def waiting_warnings(cluster, name):
+    return cluster.log_text().count(f'WARNING:  aidb: pipeline "{name}" waits for a worker')
+
+
+@pytest.fixture
+def small_cluster():
+    """A cluster with 4 worker slots: the launcher and the logical replication
+    launcher take two, so two are left for discovery and pipeline workers."""
+    pg = throwaway_cluster(settings={"max_worker_processes": "4"})
+    try:
+        pg.psql("CREATE EXTENSION aidb CASCADE")
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def test_pipelines_beyond_free_slots_wait_then_start(small_cluster, model_server):
+    names = ["p1", "p2", "p3"]
+    with psycopg.connect(small_cluster.dsn(), autocommit=True) as conn:
+        create_fake_model(conn, model_server.url, TEST_API_KEY)
+        create_docs(conn, numbered_docs(range(1, 11)))
+        for name in names:     # one commit each: no discovery worker needed to see them
+            create_pipeline(conn, name, auto_processing="Background")
+        states = lambda: {n: metrics(conn, n)["worker state"] for n in names}  # noqa: E731
+        wait_for(lambda: sorted(states().values()) == ["WaitingForWorker", "running", "running"],
+                 message="two workers running and one pipeline waiting")
+        [waiting] = [n for n, state in states().items() if state == "WaitingForWorker"]
+        assert metrics(conn, waiting)["Status"] == "WaitingForWorker"
+        # The launcher retries the start every second; the WARNING stays single.
+        with pytest.raises(AssertionError, match="timed out"):
+            wait_for(lambda: waiting_warnings(small_cluster, waiting) > 1, timeout=3)
+        assert {n: waiting_warnings(small_cluster, n) for n in names} == \
+            {n: int(n == waiting) for n in names}
+        conn.execute("SELECT aidb.delete_pipeline(%s)", (next(n for n in names if n != waiting),))
+        wait_for(lambda: running_worker(conn, waiting), message="the waiting pipeline's worker")
+        wait_drained(conn, waiting)
+        assert assert_consistent(conn, waiting) == 10
+        assert waiting_warnings(small_cluster, waiting) == 1
+
+
+# --- 6. pg_cancel_backend cancels the batch, not the worker --------------------------------------
+
+@pytest.mark.resilience
+def test_cancelled_batch_rolls_back_and_worker_goes_on(cluster, conn, fake_model):
+    create_docs(conn)
+    worker = background_pipeline(conn)     # (creating it asks the model for its dimensions)
+    fake_model.set_fault("hang")
+    insert_docs(conn, numbered_docs(range(1, 31)))
+    wait_for(lambda: fake_model.state()["in_flight"] >= 1,
+             message="a batch waiting on the provider")
+    log_start = len(cluster.log_text())
+    conn.execute("SELECT pg_cancel_backend(%s)", (worker,))
+    cancelled = re.compile(rf"\[{worker}\] ERROR: .*canceling statement due to user request")
+    wait_for(lambda: cancelled.search(cluster.log_text()[log_start:]),
+             message="the batch to be cancelled")
+    assert activity_pid(conn) == worker
+    assert pending(conn) == 30 and destination_count(conn) == 0
+    fake_model.set_fault("none")
+    wait_drained(conn)
+    assert running_worker(conn) == worker and pipeline_errors(conn) == []
+    assert assert_consistent(conn) == 30
+
+
+# --- 7. a worker over aidb.worker_memory_limit recycles itself -----------------------------------
+
+def set_memory_limit(conn, megabytes):
+    """aidb.worker_memory_limit for every worker (None: back to the default)."""
+    if megabytes is None:
+        conn.execute("ALTER SYSTEM RESET aidb.worker_memory_limit")
+    else:
+        conn.execute(f"ALTER SYSTEM SET aidb.worker_memory_limit = {int(megabytes)}")
+    conn.execute("SELECT pg_reload_conf()")
+
+
+def test_worker_over_memory_limit_restarts(cluster, conn, fake_model):
+    create_docs(conn, numbered_docs(range(1, 11)))
+    first = background_pipeline(conn)
+    wait_drained(conn)
+    log_start = len(cluster.log_text())
+    recycled = re.compile(rf'\[{first}\] LOG:  aidb pipeline "p": restarting, resident memory '
+                          r"\d+ MB is over aidb.worker_memory_limit \(1 MB\)")
+    set_memory_limit(conn, 1)
+    try:
+        insert_docs(conn, numbered_docs(range(11, 21), prefix="under the limit"))
+        wait_for(lambda: recycled.search(cluster.log_text()[log_start:]),
+                 message="the worker to recycle itself")
+        wait_for(lambda: running_worker(conn, other_than=first), message="a fresh worker")
+    finally:
+        set_memory_limit(conn, None)
+    insert_docs(conn, numbered_docs(range(21, 31), prefix="back to normal"))
+    wait_drained(conn)
+    settled = wait_for(lambda: running_worker(conn), message="the worker after the reset")
+    insert_docs(conn, numbered_docs(range(31, 41), prefix="still the same worker"))
+    wait_drained(conn)
+    assert running_worker(conn) == settled != first
+    assert assert_consistent(conn) == 40
+
+
+# --- 8. the launcher learns of pipeline changes at commit, not before ----------------------------
+
+def rolled_back(conn, statements):
+    """Run statements in a savepoint that is then rolled back."""
+    with pytest.raises(RuntimeError, match="roll back"):
+        with conn.transaction():
+            for statement in statements:
+                conn.execute(statement)
+            raise RuntimeError("roll back")
+
+
+def test_rolled_back_registry_changes_never_reach_the_launcher(conn, fake_model):
+    create_docs(conn, numbered_docs(range(1, 6)))
+    kept = background_pipeline(conn, "kept")
+    with conn.transaction():
+        create_pipeline(conn, "created", auto_processing="Background")
+        rolled_back(conn, ["SELECT aidb.update_pipeline('kept', auto_processing => 'Disabled')",
+                           "SELECT aidb.update_pipeline('created', auto_processing => 'Disabled')"])
+        rolled_back(conn, ["SELECT aidb.create_pipeline('never', 'docs', source_data_column => "
+                           "'body', step_1 => 'KnowledgeBase', step_1_options => aidb."
+                           f"knowledge_base_config('{MODEL}'), auto_processing => 'Background')"])
+    wait_for(lambda: running_worker(conn, "created"), message="the committed pipeline's worker")
+    # A leaked change would stop kept's worker or start one for "never" at
+    # once; watch for either for a while.
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_for(lambda: running_worker(conn, "kept") != kept or activity_pid(conn, "never"),
+                 timeout=3)
+
+
+# --- 9. a failed DROP DATABASE gives the database its workers back -------------------------------
+
+def test_failed_drop_database_restarts_its_workers(cluster, dbname, conn, fake_model):
+    create_docs(conn, numbered_docs(range(1, 6)))
+    first = background_pipeline(conn)
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        # Our own session keeps the database busy: the drop stops the
+        # workers, waits for the other sessions, and fails.
+        with pytest.raises(psycopg.errors.ObjectInUse):
+            admin.execute(f"DROP DATABASE {dbname}")
+    wait_for(lambda: running_worker(conn, other_than=first), message="the worker to come back")
+    insert_docs(conn, numbered_docs(range(6, 11), prefix="after the failed drop"))
+    wait_drained(conn)
+    assert assert_consistent(conn) == 10
+

@@ -1,14 +1,49 @@
--- aidb extension script, part 10: the model registry.
+-- aidb extension script, part 10: who may use aidb, and the model registry.
+--
+-- Members of the role aidb_users (and superusers) create and manage models
+-- and pipelines; each manages only its own. Everyone may read the views and
+-- retrieve from destinations they can read.
 --
 -- Definitions are public (aidb.models); credentials sit in their own table
 -- that row-level security limits to the model's owner (and superusers). The
 -- aidb.models view only says whether credentials exist, never what they are.
 
+-- Roles belong to the cluster, not to a database: the extension in a second
+-- database (or again after DROP EXTENSION) finds the role already there.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'aidb_users') THEN
+        CREATE ROLE aidb_users NOLOGIN;
+        COMMENT ON ROLE aidb_users IS
+            'Members may create aidb models and pipelines (GRANT aidb_users TO some_role).';
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;   -- created meanwhile by CREATE EXTENSION in another database
+END
+$$;
+
+-- The check behind every function that changes aidb objects, for a clear
+-- error; the table privileges granted below enforce the same rule.
+CREATE FUNCTION aidb._require_aidb_user(action text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF NOT pg_has_role(current_user, 'aidb_users', 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to %: role % is not a member of aidb_users',
+            action, quote_ident(current_user)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('Ask an administrator for membership: GRANT aidb_users TO %I;',
+                                current_user);
+    END IF;
+END
+$$;
+
 CREATE TABLE aidb.model_registry (
     name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
     provider    text NOT NULL,
     config      jsonb NOT NULL DEFAULT '{}',
-    owner       regrole NOT NULL DEFAULT current_user::regrole,
+    owner       regrole NOT NULL DEFAULT pg_catalog.quote_ident(current_user)::regrole,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE aidb.model_registry IS
@@ -37,8 +72,8 @@ CREATE POLICY owner_only ON aidb.model_credentials FOR ALL
 -- CREATE EXTENSION made the schema, owned by a superuser: without USAGE no
 -- other role could reach any aidb object (CREATE stays with the owner).
 GRANT USAGE ON SCHEMA aidb TO PUBLIC;
-GRANT SELECT, INSERT, DELETE ON aidb.model_registry TO PUBLIC;
-GRANT SELECT, INSERT, DELETE ON aidb.model_credentials TO PUBLIC;
+GRANT SELECT ON aidb.model_registry, aidb.model_credentials TO PUBLIC;
+GRANT INSERT, DELETE ON aidb.model_registry, aidb.model_credentials TO aidb_users;
 
 -- User-created models are part of a dump; the pre-registered ones come back
 -- with CREATE EXTENSION.
@@ -84,6 +119,7 @@ CREATE FUNCTION aidb.delete_model(name text) RETURNS void
 DECLARE
     model_owner regrole;
 BEGIN
+    PERFORM aidb._require_aidb_user('delete models');
     SELECT m.owner INTO model_owner FROM aidb.model_registry m WHERE m.name = delete_model.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model "%" does not exist', delete_model.name
@@ -109,6 +145,20 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION aidb.delete_model(text) IS 'Deletes a model and its credentials.';
+
+-- The security bounds (superuser-only settings), as the C module holds them:
+-- calling into it loads it first, so a value is never a placeholder that a
+-- non-superuser SET before the module was loaded (python/aidb/egress.py).
+CREATE FUNCTION aidb._allowed_model_hosts() RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'aidb_allowed_model_hosts_value';
+COMMENT ON FUNCTION aidb._allowed_model_hosts() IS
+    'The value of aidb.allowed_model_hosts: the hosts model URLs may reach.';
+CREATE FUNCTION aidb._allowed_local_paths() RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'aidb_allowed_local_paths_value';
+COMMENT ON FUNCTION aidb._allowed_local_paths() IS
+    'The value of aidb.allowed_local_paths: the directories file volumes may read.';
 
 CREATE FUNCTION aidb.encode_text(model text, input text) RETURNS vector
     LANGUAGE plpython3u

@@ -26,7 +26,7 @@ CREATE TABLE aidb.pipeline_registry (
     batch_size               integer NOT NULL DEFAULT 100 CHECK (batch_size BETWEEN 1 AND 10000),
     background_sync_interval interval NOT NULL DEFAULT '30 seconds'
                              CHECK (background_sync_interval BETWEEN '1 second' AND '2 days'),
-    owner_role               regrole NOT NULL DEFAULT current_user::regrole,
+    owner_role               regrole NOT NULL DEFAULT pg_catalog.quote_ident(current_user)::regrole,
     created_at               timestamptz NOT NULL DEFAULT now(),
     CHECK (CASE source_kind WHEN 'volume' THEN source IS NULL AND source_volume IS NOT NULL
                             ELSE source IS NOT NULL AND source_volume IS NULL
@@ -79,9 +79,10 @@ CREATE FUNCTION aidb._owns_pipeline(pipeline_id integer) RETURNS boolean
     AS $$ SELECT EXISTS (SELECT FROM aidb.pipeline_registry p
                          WHERE p.id = pipeline_id AND pg_has_role(p.owner_role, 'MEMBER')) $$;
 
+-- Run statistics hold the last error's message, so they are the owner's
+-- too; aidb.pipem shows everyone the rest.
 ALTER TABLE aidb.pipeline_run_stats ENABLE ROW LEVEL SECURITY;
-CREATE POLICY anyone_reads ON aidb.pipeline_run_stats FOR SELECT USING (true);
-CREATE POLICY owner_writes ON aidb.pipeline_run_stats FOR ALL
+CREATE POLICY owner_only ON aidb.pipeline_run_stats FOR ALL
     USING (aidb._owns_pipeline(pipeline_id)) WITH CHECK (aidb._owns_pipeline(pipeline_id));
 ALTER TABLE aidb.pipeline_error_log ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON aidb.pipeline_error_log FOR ALL
@@ -134,8 +135,8 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (key)', '_backlog_' || pipeline_id || '_key', backlog);
     EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s PRIMARY KEY, hash uuid NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())',
                    state, key_type);
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', backlog, p.owner_role::name);
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', state, p.owner_role::name);
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', backlog, pg_get_userbyid(p.owner_role));
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', state, pg_get_userbyid(p.owner_role));
 
     IF p.source_kind = 'table' THEN
         -- The capture function's body is built by the engine from the same
@@ -143,7 +144,7 @@ BEGIN
         EXECUTE format('CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql '
                        'SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
                        capture, capture_body);
-        EXECUTE format('ALTER FUNCTION %s() OWNER TO %I', capture, p.owner_role::name);
+        EXECUTE format('ALTER FUNCTION %s() OWNER TO %I', capture, pg_get_userbyid(p.owner_role));
         EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC', capture);
     END IF;
 END
@@ -160,9 +161,12 @@ BEGIN
         RAISE EXCEPTION 'permission denied for pipeline %', pipeline_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- The capture triggers (dropped with their function) lock the source:
+    -- source before backlog, the lock order of batches, or a batch running
+    -- now deadlocks with us.
+    EXECUTE format('DROP FUNCTION IF EXISTS aidb.%I() CASCADE', '_capture_' || pipeline_id);
     EXECUTE format('DROP TABLE IF EXISTS aidb.%I, aidb.%I',
                    '_backlog_' || pipeline_id, '_state_' || pipeline_id);
-    EXECUTE format('DROP FUNCTION IF EXISTS aidb.%I() CASCADE', '_capture_' || pipeline_id);
 END
 $$;
 

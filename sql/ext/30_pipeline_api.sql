@@ -177,6 +177,7 @@ CREATE FUNCTION aidb._pipeline_for_change(pipeline_name text) RETURNS aidb.pipel
 DECLARE
     p aidb.pipeline_registry;
 BEGIN
+    PERFORM aidb._require_aidb_user('manage pipelines');
     SELECT * INTO p FROM aidb.pipeline_registry r WHERE r.name = pipeline_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pipeline "%" does not exist', pipeline_name

@@ -1,20 +1,27 @@
 -- aidb extension script, part 35: the bridge to the background workers (src/).
 --
--- Wake-ups are delivered at commit: a transaction that adds to a backlog
--- wakes that pipeline's worker; one that changes the pipeline registry wakes
--- the launcher. Without shared_preload_libraries they do nothing.
+-- Everything is delivered at commit: a transaction that adds to a backlog
+-- wakes that pipeline's worker; one that creates, changes or deletes a
+-- pipeline publishes it to the launcher's shared table and wakes the
+-- launcher. Without shared_preload_libraries they do nothing.
 
-CREATE FUNCTION aidb._wake_pipeline(pipeline_id integer) RETURNS void
+CREATE FUNCTION aidb._wake_pipeline(pipeline_id integer, urgent boolean DEFAULT false)
+    RETURNS void
     LANGUAGE c STRICT
     AS 'MODULE_PATHNAME', 'aidb_wake_pipeline';
-COMMENT ON FUNCTION aidb._wake_pipeline(integer) IS
-    'Wakes the pipeline''s background worker when this transaction commits.';
+COMMENT ON FUNCTION aidb._wake_pipeline(integer, boolean) IS
+    'Wakes the pipeline''s background worker when this transaction commits; urgent: even '
+    'if it is backing off after errors.';
 
-CREATE FUNCTION aidb._wake_launcher() RETURNS void
-    LANGUAGE c
-    AS 'MODULE_PATHNAME', 'aidb_wake_launcher';
-COMMENT ON FUNCTION aidb._wake_launcher() IS
-    'Makes the launcher look at this database''s pipelines again when this transaction commits.';
+-- Takes the row's data as given, so only the registry's trigger may call it:
+-- anyone else could have a worker started as any role.
+CREATE FUNCTION aidb._publish_pipeline(pipeline_id integer, owner oid, can_login boolean,
+                                       name text, background boolean) RETURNS void
+    LANGUAGE c STRICT
+    AS 'MODULE_PATHNAME', 'aidb_publish_pipeline';
+COMMENT ON FUNCTION aidb._publish_pipeline(integer, oid, boolean, text, boolean) IS
+    'At commit, tells the launcher whether the pipeline wants a background worker.';
+REVOKE EXECUTE ON FUNCTION aidb._publish_pipeline(integer, oid, boolean, text, boolean) FROM PUBLIC;
 
 CREATE FUNCTION aidb._worker_state(pipeline_id integer, OUT state text, OUT pid integer,
                                    OUT last_batch timestamptz, OUT rows_per_second double precision)
@@ -36,12 +43,29 @@ CREATE FUNCTION aidb._record_worker_error(pipeline_id integer, message text) RET
         attempts = pipeline_error_log.attempts + 1, last_attempt = now()
 $$;
 
-CREATE FUNCTION aidb._registry_changed() RETURNS trigger
+-- Row by row, so that the launcher learns about a pipeline from its commit
+-- alone: it needs no free worker slot for a discovery worker, and a pipeline
+-- beyond the free slots can say WaitingForWorker. SECURITY DEFINER to call
+-- _publish_pipeline; the row it reports is the one the caller was allowed to
+-- write.
+CREATE FUNCTION aidb._registry_row_changed() RETURNS trigger
     LANGUAGE plpgsql
+    SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS $$ BEGIN PERFORM aidb._wake_launcher(); RETURN NULL; END $$;
-CREATE TRIGGER wake_launcher AFTER INSERT OR UPDATE OR DELETE ON aidb.pipeline_registry
-    FOR EACH STATEMENT EXECUTE FUNCTION aidb._registry_changed();
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM aidb._publish_pipeline(OLD.id, OLD.owner_role::oid, false, left(OLD.name, 63), false);
+    ELSE
+        PERFORM aidb._publish_pipeline(NEW.id, NEW.owner_role::oid, coalesce(r.rolcanlogin, false),
+                                       left(NEW.name, 63), NEW.auto_processing = 'Background')
+        FROM (SELECT NEW.owner_role::oid AS oid) o LEFT JOIN pg_roles r ON r.oid = o.oid;
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE EXECUTE ON FUNCTION aidb._registry_row_changed() FROM PUBLIC;
+CREATE TRIGGER publish_to_launcher AFTER INSERT OR UPDATE OR DELETE ON aidb.pipeline_registry
+    FOR EACH ROW EXECUTE FUNCTION aidb._registry_row_changed();
 
 -- Errors cleared (retry_pipeline_errors, clear_pipeline_errors): a worker
 -- backing off may retry at once.
@@ -49,7 +73,8 @@ CREATE FUNCTION aidb._errors_cleared() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$ BEGIN
-    PERFORM aidb._wake_pipeline(d.pipeline_id) FROM (SELECT DISTINCT pipeline_id FROM cleared) d;
+    PERFORM aidb._wake_pipeline(d.pipeline_id, urgent => true)
+    FROM (SELECT DISTINCT pipeline_id FROM cleared) d;
     RETURN NULL;
 END $$;
 CREATE TRIGGER wake_pipeline AFTER DELETE ON aidb.pipeline_error_log

@@ -3,7 +3,7 @@
 
 CREATE TABLE aidb.worker_heartbeats (
     worker_id       uuid PRIMARY KEY,
-    role            regrole NOT NULL DEFAULT current_user::regrole,
+    role            regrole NOT NULL DEFAULT pg_catalog.quote_ident(current_user)::regrole,
     host            text,
     pid             integer,
     version         text,
@@ -20,7 +20,8 @@ ALTER TABLE aidb.worker_heartbeats ENABLE ROW LEVEL SECURITY;
 CREATE POLICY anyone_reads ON aidb.worker_heartbeats FOR SELECT USING (true);
 CREATE POLICY own_rows ON aidb.worker_heartbeats FOR ALL
     USING (pg_catalog.pg_has_role(role, 'MEMBER')) WITH CHECK (pg_catalog.pg_has_role(role, 'MEMBER'));
-GRANT SELECT, INSERT, UPDATE, DELETE ON aidb.worker_heartbeats TO PUBLIC;
+GRANT SELECT ON aidb.worker_heartbeats TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON aidb.worker_heartbeats TO aidb_users;
 
 CREATE FUNCTION aidb._worker_heartbeat(worker_id uuid, host text, pid integer, version text,
     pipelines text[], keys_processed bigint, errors bigint, poll_seconds double precision,

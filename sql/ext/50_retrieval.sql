@@ -27,6 +27,15 @@ BEGIN
         RAISE EXCEPTION 'topk must be at least 1, not %', coalesce(topk::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Checked before the query is embedded, and named plainly.
+    IF NOT (has_schema_privilege((SELECT c.relnamespace FROM pg_catalog.pg_class c
+                                  WHERE c.oid = p.destination), 'USAGE')
+            AND has_table_privilege(p.destination, 'SELECT')) THEN
+        RAISE EXCEPTION 'permission denied for the destination % of pipeline "%"',
+            p.destination, pipeline_name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Its owner can GRANT SELECT on it (and USAGE on its schema).';
+    END IF;
     kb := p.steps -> -1;
     IF kb ->> 'operation' <> 'KnowledgeBase' THEN
         RAISE EXCEPTION 'pipeline "%" stores no embeddings (its last step is %)',

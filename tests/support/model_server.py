@@ -40,9 +40,14 @@ Behaviour
     "base64" ones are little-endian float32, as OpenAI sends them.
   * Tokens are whitespace-separated words; token-id inputs become the ids joined
     by spaces.
+  * --cache (ModelServer(cache=True)): each OpenAI embedding is rendered once per
+    (model, dims, encoding, text) and then served from memory, so that a
+    benchmark warmed with its texts measures its client, not this server's
+    CPU (hashing and float formatting cost milliseconds per request).
+    state()["cached_vectors"] counts the entries (null without --cache).
 
 Run:  python tests/support/model_server.py --port 0 --api-key K --dims 8 \
-          --reject-model bad-model --port-file PATH
+          --reject-model bad-model --port-file PATH [--cache]
 Python:  with ModelServer(api_key="K") as srv: ... srv.url, srv.set_fault("http500", count=1)
 Other process:  ModelServerControl(url).set_fault("hang"), .reset(), .state()
 """
@@ -189,6 +194,10 @@ def _encode_vector(vec: list[float], encoding_format: str) -> list[float] | str:
     return vec
 
 
+class _RawJSON(str):
+    """A JSON fragment rendered beforehand (a cached vector): _to_json writes it as is."""
+
+
 @functools.lru_cache(maxsize=64)
 def _float_array_format(length: int) -> str:
     return "[" + ",".join(["%.9g"] * length) + "]"
@@ -201,6 +210,8 @@ def _to_json(value: Any) -> str:
     float32 values and pgvector stores float4), and "%" formatting is about 3x
     faster than json.dumps' float repr, the main CPU cost of a float response.
     """
+    if isinstance(value, _RawJSON):
+        return value
     if isinstance(value, dict):
         return "{" + ",".join(f"{json.dumps(k)}:{_to_json(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
@@ -252,7 +263,8 @@ def _validate_control(body: Any) -> None:
 class _Backend:
     """Everything the request handlers share; all mutable fields guarded by lock."""
 
-    def __init__(self, api_key: str | None, dims: int, reject_models, model_dims, max_batch: int):
+    def __init__(self, api_key: str | None, dims: int, reject_models, model_dims, max_batch: int,
+                 cache: bool = False):
         self.initial_api_key = self.api_key = api_key
         self.dims = dims
         self.reject_models = frozenset(reject_models)
@@ -263,6 +275,9 @@ class _Backend:
         self._wake = threading.Event()      # set (then replaced) to release hanging requests
         self._connections: set[socket.socket] = set()
         self.in_flight = 0                  # a gauge: reset() leaves it alone
+        # (model, dims, encoding, text) -> _RawJSON; reset() keeps it (it is not state
+        # a test changes, only work saved). Plain dict operations are atomic under the GIL.
+        self.vector_cache: dict[tuple, _RawJSON] | None = {} if cache else None
         self._clear()
 
     def _clear(self) -> None:
@@ -309,6 +324,7 @@ class _Backend:
                 "requests": dict(self.requests), "requests_total": sum(self.requests.values()),
                 "inputs_embedded": self.inputs_embedded, "faults_injected": self.faults_injected,
                 "in_flight": self.in_flight, "recent": list(self.recent),
+                "cached_vectors": None if self.vector_cache is None else len(self.vector_cache),
             }
 
     def _release_hangers(self) -> None:
@@ -381,6 +397,25 @@ class _Backend:
             self.inputs_embedded += len(texts)
         return vectors
 
+    def embed_encoded(self, texts: list[str], model: str, dimensions: Any,
+                      encoding_format: str) -> list:
+        """embed(), each vector encoded for the response (_encode_vector); with the
+        cache on, rendered to JSON once per (model, dims, encoding, text)."""
+        if self.vector_cache is None:
+            return [_encode_vector(v, encoding_format) for v in self.embed(texts, model, dimensions)]
+        dims = self._dims_for(model, dimensions)
+        fragments = []
+        for text in texts:
+            key = (model, dims, encoding_format, text)
+            fragment = self.vector_cache.get(key)
+            if fragment is None:
+                vector = _encode_vector(fake_embedding(text, dims, model), encoding_format)
+                fragment = self.vector_cache[key] = _RawJSON(_to_json(vector))
+            fragments.append(fragment)
+        with self.lock:
+            self.inputs_embedded += len(texts)
+        return fragments
+
     def _dims_for(self, model: str, dimensions: Any) -> int:
         if dimensions is None:
             table = self.model_dims
@@ -426,9 +461,8 @@ def _openai_embeddings(backend: _Backend, body: dict) -> dict:
     if encoding_format not in ("float", "base64"):
         raise ApiError(400, "'encoding_format' must be 'float' or 'base64'")
     texts = backend.validate_texts(_openai_texts(body.get("input")))
-    vectors = backend.embed(texts, model, body.get("dimensions"))
-    data = [{"object": "embedding", "index": i, "embedding": _encode_vector(v, encoding_format)}
-            for i, v in enumerate(vectors)]
+    vectors = backend.embed_encoded(texts, model, body.get("dimensions"), encoding_format)
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
     tokens = sum(map(token_count, texts))
     return {"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
@@ -736,9 +770,9 @@ class ModelServer(_ControlAPI):
 
     def __init__(self, port: int = 0, api_key: str | None = None, dims: int = 8,
                  reject_models=(), model_dims: dict[str, int] | None = None,
-                 host: str = "127.0.0.1", max_batch: int = MAX_BATCH):
+                 host: str = "127.0.0.1", max_batch: int = MAX_BATCH, cache: bool = False):
         self._address = (host, port)
-        self._backend = _Backend(api_key, dims, reject_models, model_dims, max_batch)
+        self._backend = _Backend(api_key, dims, reject_models, model_dims, max_batch, cache)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -841,6 +875,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-dims", action="append", default=[], type=_model_dims_arg,
                         metavar="NAME=DIMS", help="add to the model dimensions table (repeatable)")
     parser.add_argument("--max-batch", type=int, default=MAX_BATCH)
+    parser.add_argument("--cache", action="store_true",
+                        help="render each OpenAI embedding once, then serve it from memory")
     parser.add_argument("--port-file", help="write the bound port here once listening")
     return parser.parse_args(argv)
 
@@ -860,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     server = ModelServer(port=args.port, api_key=args.api_key, dims=args.dims,
                          reject_models=args.reject_model, model_dims=dict(args.model_dims),
-                         host=args.host, max_batch=args.max_batch).start()
+                         host=args.host, max_batch=args.max_batch, cache=args.cache).start()
     print(f"listening on {server.url}", flush=True)
     if args.port_file:
         _write_port_file(args.port_file, server.port)

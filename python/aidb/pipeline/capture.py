@@ -39,11 +39,6 @@ def create_triggers_sql(pipeline):
     ]
 
 
-def drop_triggers_sql(pipeline):
-    return [f"DROP TRIGGER IF EXISTS {trigger_name(pipeline, event)} ON {pipeline.source}"
-            for event, _, _ in TRIGGER_EVENTS]
-
-
 def capture_function_body(pipeline, live):
     """plpgsql body of aidb._capture_<id>(); `live` hands keys to the engine."""
     key, data = pipeline.key_column, pipeline.data_column

@@ -27,14 +27,7 @@ class Source:
 
 def resolve_source(db, name, key_column, data_column, owner_role):
     """A checked Source; every failure names the object and what to do."""
-    try:
-        rows = db.query("SELECT c.oid::int AS oid, c.relkind::text AS relkind, n.nspname, "
-                        "format('%%I.%%I', n.nspname, c.relname) AS qualified "
-                        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE c.oid = pg_catalog.to_regclass(%s)", name)
-    except Exception:  # noqa: BLE001 — to_regclass's "invalid name syntax" names nothing
-        raise InvalidInput(f'invalid source name "{name}"',
-                           hint='Use table or schema.table; quote unusual names ("My Table").') from None
+    rows = _lookup(db, name)
     if not rows:
         raise AidbError(f'source "{name}" does not exist', sqlstate=UNDEFINED_OBJECT,
                         hint="Name a table or view (schema-qualified if it is not on the search_path).")
@@ -53,7 +46,36 @@ def resolve_source(db, name, key_column, data_column, owner_role):
     return source
 
 
+_LOOKUP = ("SELECT c.oid::int AS oid, c.relkind::text AS relkind, n.nspname, "
+           "format('%%I.%%I', n.nspname, c.relname) AS qualified "
+           "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+           "WHERE ")
+
+
+def _lookup(db, name):
+    """The source's catalog row (none if it does not exist). A qualified name
+    is looked up in the catalogs, so that a schema the caller may not use
+    gets our error below rather than to_regclass's; a bare one on the
+    search_path."""
+    try:
+        parts = db.query("SELECT pg_catalog.parse_ident(%s) AS p", name)[0]["p"]
+    except Exception:  # noqa: BLE001 — parse_ident's own error is cryptic
+        parts = None
+    if parts is None or len(parts) > 2:
+        raise InvalidInput(f'invalid source name "{name}"',
+                           hint='Use table or schema.table; quote unusual names ("My Table").')
+    if len(parts) == 2:
+        return db.query(_LOOKUP + "n.nspname = %s AND c.relname = %s", *parts)
+    return db.query(_LOOKUP + "c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(%s))",
+                    parts[0])
+
+
 def _check_privileges(db, name, row, owner_role):
+    if not db.query("SELECT pg_catalog.has_schema_privilege(%s, %s, 'USAGE') AS ok",
+                    owner_role, row["nspname"])[0]["ok"]:
+        raise AidbError(f'permission denied: role {owner_role} lacks USAGE on schema '
+                        f'"{row["nspname"]}" of source "{name}"', sqlstate=INSUFFICIENT_PRIVILEGE,
+                        hint="The pipeline reads the source as its owner.")
     needed = ["SELECT"] + (["TRIGGER"] if SOURCE_KINDS[row["relkind"]] == "table" else [])
     for privilege in needed:
         if not db.query("SELECT pg_catalog.has_table_privilege(%s, %s::oid, %s) AS ok",
@@ -138,8 +160,7 @@ def check_owner_can_read(db, pipeline):
                         f"role {pipeline.owner_role} lacks SELECT on it",
                         sqlstate=INSUFFICIENT_PRIVILEGE, category=PIPELINE_PERMANENT,
                         hint=f"Grant SELECT on the source (and USAGE on its schema) back to role "
-                             f"{pipeline.owner_role}, then "
-                             f"SELECT aidb.retry_pipeline_errors('{pipeline.name}').")
+                             f"{pipeline.owner_role}.")
 
 
 def check_runs_as_owner(db, pipeline):
@@ -147,7 +168,8 @@ def check_runs_as_owner(db, pipeline):
     belongs to the pipeline's owner; refused for anyone calling it directly
     as another role, since the source_filter must never run with another
     role's rights (DESIGN.md, "Security rules")."""
-    if not db.query("SELECT current_user::regrole = %s::regrole AS ok", pipeline.owner_role)[0]["ok"]:
+    if not db.query("SELECT pg_catalog.quote_ident(current_user)::regrole = %s::regrole AS ok",
+                    pipeline.owner_role)[0]["ok"]:
         raise AidbError(f'permission denied to process pipeline "{pipeline.name}" live: '
                         f"only its capture trigger does, as role {pipeline.owner_role}",
                         sqlstate=INSUFFICIENT_PRIVILEGE)
