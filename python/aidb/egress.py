@@ -39,12 +39,18 @@ _UNSAFE = re.compile(r"[\s\\\x00-\x1f\x7f]")
 def check_model_url(model_name, url, allowed_hosts):
     """Refuse (PipelinePermanent, so a pipeline using the model blocks) a
     model URL whose host `allowed_hosts`, the setting's value, leaves out."""
+    check_url(f'model "{model_name}"', url, allowed_hosts)
+
+
+def check_url(what, url, allowed_hosts):
+    """The same for any endpoint aidb calls (models, S3-compatible volumes):
+    `what` names the object in the error."""
     if url is None:
         return
     host = url_host(url)
     if host is None or not host_allowed(host, parse_allowed_hosts(allowed_hosts)):
         shown = host if host is not None else url
-        raise ModelError(f'model "{model_name}": host "{shown}" is not allowed by {HOSTS_SETTING}',
+        raise ModelError(f'{what}: host "{shown}" is not allowed by {HOSTS_SETTING}',
                          sqlstate=INSUFFICIENT_PRIVILEGE, category=PIPELINE_PERMANENT,
                          detail=f"{HOSTS_SETTING} is {_shown_setting(allowed_hosts)}.",
                          hint=f"A superuser can add the host to {HOSTS_SETTING} "

@@ -51,7 +51,7 @@ BEGIN
     -- A source_filter is the owner's SQL and runs with the owner's rights
     -- only (DESIGN.md): other readers, superusers too, get no filtered count.
     IF has_table_privilege(p.source, 'SELECT')
-       AND (p.source_filter IS NULL OR p.owner_role = current_user::regrole) THEN
+       AND (p.source_filter IS NULL OR p.owner_role::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
         EXECUTE format('SELECT count(*) FROM %s WHERE %s', p.source,
                        coalesce('(' || p.source_filter || E'\n)', 'true')) INTO source_records;
     END IF;

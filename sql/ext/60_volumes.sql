@@ -11,7 +11,7 @@ CREATE TABLE aidb.volume_registry (
     name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
     uri         text NOT NULL,
     options     jsonb NOT NULL DEFAULT '{}',
-    owner       regrole NOT NULL DEFAULT current_user::regrole,
+    owner       regrole NOT NULL DEFAULT pg_catalog.quote_ident(current_user)::regrole,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE aidb.volume_registry IS

@@ -28,6 +28,8 @@ def create_volume(db, name, uri, options):
     _check_name(name)
     require_aidb_user(db, "create volumes")
     public, credentials = validate_volume(name, uri, options)
+    egress.check_url(f'volume "{name}"', public.get("endpoint_url"),
+                     db.query(egress.HOSTS_QUERY)[0]["v"])
     if parse_volume_uri(uri, name)[0] == "file":
         open_volume(uri, public, credentials, allowed_roots(db), name=name)
     if db.query("SELECT FROM aidb.volume_registry WHERE name = %s", name):
@@ -66,6 +68,9 @@ def allowed_roots(db):
 def open_named_volume(db, name):
     """A ready Volume for the stored volume `name`."""
     uri, options, credentials = load_definition(db, name)
+    # An S3-compatible endpoint is egress like a model URL: same allowlist.
+    egress.check_url(f'volume "{name}"', options.get("endpoint_url"),
+                     db.query(egress.HOSTS_QUERY)[0]["v"])
     return open_volume(uri, options, credentials, allowed_roots(db), name=name)
 
 
