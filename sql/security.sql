@@ -365,5 +365,6 @@ SELECT aidb.delete_model('alice_remote');
 SELECT aidb.delete_model('bob_remote');
 DROP TABLE feed;
 DROP SCHEMA regress_alice, regress_bob, "Odd Schema" CASCADE;
+DROP FUNCTION pg_temp.try_url(text);
 DROP ROLE regress_alice, regress_bob, regress_carol, "regress_odd ""role"" ü";
 DROP EXTENSION aidb;

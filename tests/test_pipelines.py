@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from conftest import TEST_API_KEY, wait_for
+from tests.support.workers import connection_lost
 from tests.support.pipeline_checks import (
     assert_consistent, create_docs, create_fake_model, create_pipeline,
     destination_contents, insert_docs, metrics, pending, pipeline_errors, run_pipeline)
@@ -230,6 +231,10 @@ def test_run_killed_mid_batch_loses_no_key(conn, connect, cluster, dbname, fake_
     runner.join(timeout=60)
     assert isinstance(runner.error, psycopg.OperationalError), runner.error
     fake_model.reset()
+    if kill == "SIGKILL":
+        # Reconnect only after the crash restart has ended our own session:
+        # a connection made before it would be killed with the rest.
+        wait_for(lambda: connection_lost(conn), message="the crash restart to end our session")
     with wait_for_cluster(cluster, dbname) as fresh:
         # Batches the killed run had finished were rolled back with it.
         assert pending(fresh) == 35

@@ -70,10 +70,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def resident_kib(pid):
-    """Resident memory of a process (VmRSS), in KiB."""
+def resident_kib(pid, field="VmRSS"):
+    """Resident memory of a process in KiB: all of it (VmRSS), or one part
+    (RssAnon: private to the process; RssFile, RssShmem: shared)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise ValueError(f"no VmRSS for process {pid}")
+    raise ValueError(f"no {field} for process {pid}")
