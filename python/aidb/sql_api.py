@@ -141,7 +141,8 @@ def _drain(pipeline):
         plpy.warning(f'pipeline "{pipeline.name}" stopped: {redact(summary.error.message)}',
                      hint="The unprocessed keys stay queued; see aidb.pipeline_errors.")
     if summary.processed:
-        db.notice(f'pipeline "{pipeline.name}": {summary.processed} keys processed '
+        keys = "key" if summary.processed == 1 else "keys"
+        db.notice(f'pipeline "{pipeline.name}": {summary.processed} {keys} processed '
                   f"({summary.embedded} embedded, {summary.removed} removed, "
                   f"{summary.failed} failed) in {summary.seconds:.1f} s")
 
