@@ -60,6 +60,8 @@ class BatchQueries:
             SELECT {p.key_column} FROM {p.source}
             UNION SELECT source_key FROM {p.destination}"""
         self.pending_keys = f"SELECT count(DISTINCT key) AS n FROM {p.backlog}"
+        # O(1), unlike the count: what a worker asks after every batch.
+        self.backlog_empty = f"SELECT NOT EXISTS (SELECT FROM {p.backlog}) AS empty"
 
     @staticmethod
     def _filter(pipeline):

@@ -79,7 +79,7 @@ def _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_v
     summary.seconds = time.monotonic() - started
     if summary.error is None and summary.processed:
         error_log.clear_pipeline_errors(db, pipeline.id)
-        if _pending(db, pipeline) == 0:
+        if _backlog_empty(db, pipeline):
             ensure_vector_index(db, pipeline)     # once the (initial) backlog is drained
     _save_stats(db, pipeline, summary)
     return summary
@@ -101,6 +101,10 @@ def as_pipeline_owner(db, pipeline):
 
 def _pending(db, pipeline):
     return db.query(BatchQueries(pipeline).pending_keys)[0]["n"]
+
+
+def _backlog_empty(db, pipeline):
+    return db.query(BatchQueries(pipeline).backlog_empty)[0]["empty"]
 
 
 def _report(db, pipeline, summary, pending, elapsed):
@@ -153,7 +157,7 @@ def run_worker_batch(db, pipeline, model_loader):
     it: returns the keys processed, or -1 when the batch failed (recorded in
     the error log; the worker backs off). A view source is reconciled when
     its backlog is empty, so a backfill does not rescan the view per batch."""
-    if pipeline.source_kind in ("view", "volume") and _pending(db, pipeline) == 0:
+    if pipeline.source_kind in ("view", "volume") and _backlog_empty(db, pipeline):
         reconcile(db, pipeline)
     summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False,
                            reconcile_view=False)
