@@ -1,0 +1,208 @@
+#!/opt/aidb-dev-venv/bin/python
+"""Write overhead: what keeping embeddings in sync costs the application that
+writes the source table, for aidb and for pgai.
+
+    /opt/aidb-dev-venv/bin/python bench/write_overhead.py [--quick] [--seconds 20]
+        [--clients 4] [--bulk-rows 100000] [--rows 100000] [--repeat 1]
+
+The source is docs(id bigserial PRIMARY KEY, body text), prefilled with
+--rows rows; bodies are ~60-word texts drawn from a pool of 1,000. Each
+configuration gets a fresh database of one throwaway cluster:
+
+- none: the bare table;
+- aidb Disabled: a pipeline whose capture triggers fill the backlog, no worker
+  (only the cost of capture);
+- aidb Background: the same pipeline with its background worker embedding
+  meanwhile (test server, no latency, answers cached): on 2 cores the worker
+  competes with the writers for CPU;
+- pgai: a vectorizer (its trigger and queue), its worker not running.
+
+Measured in each: pgbench single-row UPDATEs (a random row gets another
+text) and single-row INSERTs, --clients clients for --seconds each (TPS),
+then INSERT ... SELECT of --bulk-rows rows (rows/s, best of 3). Results are TPS and
+ratios to `none`; with --repeat R the configurations run R rounds in turn and
+the median counts. Goals: aidb (Disabled) >= 0.85 of none, and above pgai.
+"""
+
+import argparse
+import contextlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import (fresh_database, grouped_bars, make_texts, model_server, new_figure,
+                    pg_cluster, ratio, save_figure, standalone, summary_row, utc_date, verdict,
+                    warm_cache)
+from systems import (API_KEY, PGAI_DESTINATION, SERVER_MODEL, aidb_pipeline, aidb_setup,
+                     ensure_pgai, pgai_install, pgai_vectorizer)
+
+GOAL = 0.85
+POOL = 1000
+BULK_PASSES = 3           # a bulk insert lasts about a second: best of 3
+DIMS = 1536
+PGBENCH = "pgbench"
+CONFIGS = {"none": "no pipeline", "aidb_disabled": "aidb (Disabled: capture only)",
+           "aidb_background": "aidb (Background worker running)",
+           "pgai": "pgai (trigger, no worker)"}
+SCRIPTS = {
+    "update": "\\set id random(1, {rows})\n\\set k random(1, {pool})\n"
+              "UPDATE docs SET body = (SELECT body FROM pool WHERE k = :k) WHERE id = :id;\n",
+    "insert": "\\set k random(1, {pool})\n"
+              "INSERT INTO docs (body) SELECT body FROM pool WHERE k = :k;\n",
+}
+BULK_SQL = ("INSERT INTO docs (body) SELECT p.body FROM generate_series(1, %s) g "
+            "JOIN pool p ON p.k = 1 + g %% {pool}").format(pool=POOL)
+
+
+def run(quick=False, seconds=None, clients=4, bulk_rows=None, rows=None, repeat=1):
+    seconds = seconds or (5 if quick else 20)
+    bulk_rows = bulk_rows or (20000 if quick else 100000)
+    rows = rows or (10000 if quick else 100000)
+    texts = make_texts(POOL, seed=7)
+    ensure_pgai()
+    rounds = []
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="aidb-bench-write-"))
+        server = stack.enter_context(model_server(API_KEY))
+        warm_cache(server.url, API_KEY, SERVER_MODEL, DIMS, texts, encodings=("base64",))
+        cluster = stack.enter_context(pg_cluster())
+        bench = WriteBench(cluster, server, texts, scratch, seconds, clients, rows, bulk_rows)
+        for n in range(repeat):
+            rounds.append({config: bench.measure(config, f"w_{config}_{n}") for config in CONFIGS})
+            print(f"write overhead, round {n + 1}: {rounds[-1]}", flush=True)
+    results = {config: {test: statistics.median(r[config][test] for r in rounds)
+                        for test in ("update_tps", "insert_tps", "bulk_rows_per_s")}
+               for config in CONFIGS}
+    ratios = {config: {test: ratio(results[config][test], results["none"][test])
+                       for test in results[config]} for config in CONFIGS if config != "none"}
+    return {"name": "write_overhead", "date": utc_date(),
+            "parameters": {"seconds": seconds, "clients": clients, "rows": rows,
+                           "bulk_rows": bulk_rows, "repeat": repeat, "text_pool": POOL},
+            "results": results, "rounds": rounds, "ratios": ratios, "goal": GOAL,
+            "summary": _summary(results, ratios)}
+
+
+class WriteBench:
+    def __init__(self, cluster, server, texts, scratch, seconds, clients, rows, bulk_rows):
+        self.cluster, self.server, self.texts, self.scratch = cluster, server, texts, scratch
+        self.seconds, self.clients, self.rows, self.bulk_rows = seconds, clients, rows, bulk_rows
+        self.scripts = {}
+        for name, template in SCRIPTS.items():
+            self.scripts[name] = os.path.join(scratch, f"{name}.sql")
+            with open(self.scripts[name], "w") as f:
+                f.write(template.format(rows=rows, pool=POOL))
+
+    def measure(self, config, dbname):
+        """{update_tps, insert_tps, bulk_rows_per_s} of one configuration."""
+        import psycopg
+        with fresh_database(self.cluster, dbname) as dsn, \
+                psycopg.connect(dsn, autocommit=True) as conn:
+            self._source(conn)
+            destination = self._install(config, conn, dsn, dbname)
+            result = {"update_tps": self._pgbench(conn, dbname, "update"),
+                      "insert_tps": self._pgbench(conn, dbname, "insert")}
+            result["bulk_passes"] = [self._bulk(conn) for _ in range(BULK_PASSES)]
+            result["bulk_rows_per_s"] = max(result["bulk_passes"])
+            # Evidence that a Background worker really embedded meanwhile.
+            if destination:
+                result["destination_rows"] = conn.execute(
+                    f"SELECT count(*) FROM {destination}").fetchone()[0]
+            return result
+
+    def _source(self, conn):
+        conn.execute("CREATE TABLE pool (k int PRIMARY KEY, body text NOT NULL)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO pool VALUES (%s, %s)",
+                            list(enumerate(self.texts, start=1)))
+        conn.execute("CREATE TABLE docs (id bigserial PRIMARY KEY, body text NOT NULL)")
+        conn.execute(BULK_SQL, (self.rows,))
+        conn.execute("VACUUM ANALYZE")
+
+    def _install(self, config, conn, dsn, dbname):
+        """Set up `config` on docs; returns the table embeddings go to."""
+        if config.startswith("aidb"):
+            aidb_setup(conn, self.server.url, DIMS)
+            mode = "Background" if config == "aidb_background" else "Disabled"
+            return aidb_pipeline(conn, "p", mode=mode)
+        if config == "pgai":
+            pgai_install(dsn, os.path.join(self.scratch, f"{dbname}.log"))
+            pgai_vectorizer(conn, self.server.url, DIMS)
+            return PGAI_DESTINATION
+        return None
+
+    def _bulk(self, conn):
+        """Rows/s of one INSERT ... SELECT of bulk_rows rows."""
+        conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        conn.execute(BULK_SQL, (self.bulk_rows,))
+        return round(self.bulk_rows / (time.perf_counter() - started), 1)
+
+    def _pgbench(self, conn, dbname, test):
+        conn.execute("CHECKPOINT")
+        command = [PGBENCH, "-n", "-c", str(self.clients), "-j", str(min(self.clients, os.cpu_count())),
+                   "-T", str(self.seconds), "-f", self.scripts[test],
+                   "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", dbname]
+        result = subprocess.run(command, capture_output=True, text=True)
+        match = re.search(r"^tps = ([\d.]+)", result.stdout, re.MULTILINE)
+        if result.returncode != 0 or not match:
+            raise RuntimeError(f"pgbench {test} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        return round(float(match.group(1)), 1)
+
+
+TESTS = {"insert_tps": "single-row INSERT", "update_tps": "single-row UPDATE",
+         "bulk_rows_per_s": "bulk INSERT ... SELECT"}
+
+
+def _summary(results, ratios):
+    rows = []
+    for test, label in TESTS.items():
+        unit = "rows/s" if test.startswith("bulk") else "TPS"
+        rows.append(summary_row("write overhead", f"{label}, no pipeline ({unit})",
+                                f"{results['none'][test]:.0f}"))
+        for config in ("aidb_disabled", "aidb_background", "pgai"):
+            value = ratios[config][test]
+            goal, met = "", ""
+            if config == "aidb_disabled":
+                goal = f">= {GOAL}, > pgai ({ratios['pgai'][test]:.2f})"
+                met = "yes" if verdict(value, GOAL) == "yes" and value > ratios["pgai"][test] else "no"
+            rows.append(summary_row("write overhead", f"{label}, {CONFIGS[config]} / none",
+                                    f"{value:.2f}", goal, met))
+    return rows
+
+
+def plot(result, path):
+    fig, ax = new_figure(8, 4)
+    tests = list(TESTS)
+    grouped_bars(ax, [TESTS[t] for t in tests],
+                 {label: [result["ratios"][config][t] for t in tests]
+                  for config, label in CONFIGS.items() if config != "none"},
+                 "throughput relative to no pipeline", fmt="%.2f")
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.axhline(GOAL, color="tab:red", linestyle="--", linewidth=0.8, label=f"goal {GOAL}")
+    ax.legend(fontsize=8)
+    p = result["parameters"]
+    ax.set_title(f"Write overhead: {p['clients']} clients x {p['seconds']} s, "
+                 f"bulk {p['bulk_rows']} rows (higher is better)")
+    save_figure(fig, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 s runs, smaller tables")
+    parser.add_argument("--seconds", type=int, help="seconds per pgbench run (20; quick 5)")
+    parser.add_argument("--clients", type=int, default=4, help="pgbench clients (4)")
+    parser.add_argument("--bulk-rows", type=int, help="rows of the bulk insert (100000; quick 20000)")
+    parser.add_argument("--rows", type=int, help="rows prefilled (100000; quick 10000)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over the configurations (1)")
+    args = parser.parse_args()
+    standalone(sys.modules[__name__], {"seconds": args.seconds, "clients": args.clients,
+                                       "bulk_rows": args.bulk_rows, "rows": args.rows,
+                                       "repeat": args.repeat}, args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
