@@ -95,15 +95,9 @@ def make_texts(count, words=60, seed=SEED):
 # --- polling and processes --------------------------------------------------------------------
 
 def wait_for(condition, timeout=60.0, interval=0.1, message="condition"):
-    """Poll `condition` until it returns something truthy; raise after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {message}")
-        time.sleep(interval)
+    """tests.support.polling.wait_for with the benchmarks' longer defaults."""
+    from tests.support.polling import wait_for as poll
+    return poll(condition, timeout=timeout, interval=interval, message=message)
 
 
 @contextlib.contextmanager

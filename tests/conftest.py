@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 import psycopg
@@ -21,20 +20,9 @@ sys.path.insert(0, ROOT)
 
 from pgcluster import throwaway_cluster  # noqa: E402
 from tests.support.model_server import ModelServerControl  # noqa: E402
+from tests.support.polling import wait_for  # noqa: E402,F401 — tests import it from here
 
 TEST_API_KEY = "sk-test-key-0123456789abcdef"
-
-
-def wait_for(condition, timeout=30.0, interval=0.05, message="condition"):
-    """Poll `condition` until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ import json
 import re
 
 from ...errors import InvalidInput
+from .options import show_value
 
 STEP_NAME = "ChunkText"
 STRATEGIES = ("chars", "words")
@@ -88,7 +89,7 @@ def _integer(options, key, required=False, default=None):
                            hint=f'For example: {{"{key}": 1000}}.')
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(f'"{key}" ({_show(value)}) must be an integer')
+        raise _invalid(f'"{key}" ({show_value(value)}) must be an integer')
     return value
 
 
@@ -105,19 +106,10 @@ def _strategy(options):
     if value is None:
         return "chars"
     if value not in STRATEGIES:
-        raise _invalid(f'"strategy" ({_show(value)}) must be "chars" or "words"',
+        raise _invalid(f'"strategy" ({show_value(value)}) must be "chars" or "words"',
                        hint='"chars" counts characters, "words" counts '
                             "whitespace-separated words.")
     return value
-
-
-def _show(value, limit=40):
-    """`value` as it would look in JSON, shortened for an error message."""
-    try:
-        shown = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        shown = repr(value)
-    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
 
 
 def _json_type(value):

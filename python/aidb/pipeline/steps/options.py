@@ -14,7 +14,7 @@ class OptionChecker:
         self.step = step
         self.builder = builder
         if not isinstance(options, dict):
-            raise self.invalid(f"options must be a JSON object, not {_show(options)}")
+            raise self.invalid(f"options must be a JSON object, not {show_value(options)}")
         unknown = sorted(str(key) for key in options if key not in known)
         if unknown:
             names = ", ".join(f'"{key}"' for key in unknown)
@@ -32,7 +32,7 @@ class OptionChecker:
         if value is None:
             return default
         if value not in allowed:
-            raise self.invalid(f'"{key}" ({_show(value)}) must be one of: ' + ", ".join(allowed))
+            raise self.invalid(f'"{key}" ({show_value(value)}) must be one of: ' + ", ".join(allowed))
         return value
 
     def boolean(self, key, default):
@@ -40,7 +40,7 @@ class OptionChecker:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self.invalid(f'"{key}" ({_show(value)}) must be true or false')
+            raise self.invalid(f'"{key}" ({show_value(value)}) must be true or false')
         return value
 
     def integer(self, key, default=None, minimum=None, maximum=None):
@@ -48,7 +48,7 @@ class OptionChecker:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.invalid(f'"{key}" ({_show(value)}) must be an integer')
+            raise self.invalid(f'"{key}" ({show_value(value)}) must be an integer')
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise self.invalid(f'"{key}" ({value}) must be from {minimum} to {maximum}'
                                if maximum is not None else
@@ -62,11 +62,11 @@ class OptionChecker:
                 raise self.invalid(f'the option "{key}" is required')
             return default
         if not isinstance(value, str) or not value.strip():
-            raise self.invalid(f'"{key}" ({_show(value)}) must be a non-empty string')
+            raise self.invalid(f'"{key}" ({show_value(value)}) must be a non-empty string')
         return value
 
 
-def _show(value, limit=40):
+def show_value(value, limit=40):
     """`value` as it looks in JSON, shortened for an error message."""
     try:
         shown = json.dumps(value, ensure_ascii=False)
