@@ -12,3 +12,13 @@ class RecordError(AidbError):
 
     sqlstate = DATA_EXCEPTION
     category = RECORD_PERMANENT
+
+
+def require_bytes(data, step_name, what):
+    """`data` as bytes, or a RecordError saying the step wants `what` (a file)."""
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if not isinstance(data, bytes):
+        raise RecordError(f"{step_name}: the input must be bytes ({what}), "
+                          f"not {type(data).__name__}")
+    return data

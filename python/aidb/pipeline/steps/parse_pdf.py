@@ -15,7 +15,7 @@ record only, whatever allow_partial_parsing says.
 
 import io
 
-from .errors import RecordError
+from .errors import RecordError, require_bytes
 from .options import OptionChecker
 
 STEP_NAME = "ParsePdf"
@@ -39,11 +39,7 @@ def open_pdf(data):
     """
     import pypdf    # imported here: only pipelines with this step pay for it
 
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    if not isinstance(data, bytes):
-        raise RecordError(f"{STEP_NAME}: the input must be bytes (a PDF file), "
-                          f"not {type(data).__name__}")
+    data = require_bytes(data, STEP_NAME, "a PDF file")
     try:
         reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):

@@ -19,7 +19,7 @@ import io
 import re
 
 from ...errors import AidbError, PIPELINE_PERMANENT
-from .errors import RecordError
+from .errors import RecordError, require_bytes
 from .options import OptionChecker
 
 STEP_NAME = "PerformOcr"
@@ -51,11 +51,7 @@ def load_image(data):
     if `data` is not a readable image."""
     from PIL import Image, ImageOps
 
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    if not isinstance(data, bytes):
-        raise RecordError(f"{STEP_NAME}: the input must be bytes (an image file), "
-                          f"not {type(data).__name__}")
+    data = require_bytes(data, STEP_NAME, "an image file")
     try:
         image = Image.open(io.BytesIO(data))
         image.load()        # decodes now: a truncated file fails here, not in tesseract
