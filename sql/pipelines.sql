@@ -262,7 +262,7 @@ SELECT aidb.delete_pipeline('visible_notes_kb', drop_destination => true);
 SELECT count(*) AS pipelines FROM aidb.pipelines;
 -- Nothing of any pipeline is left in schema aidb.
 SELECT relname FROM pg_class WHERE relnamespace = 'aidb'::regnamespace AND relname ~ '^_(backlog|state)_';
-SELECT proname FROM pg_proc WHERE pronamespace = 'aidb'::regnamespace AND proname ~ '^_capture_';
+SELECT proname FROM pg_proc WHERE pronamespace = 'aidb'::regnamespace AND proname ~ '^_capture_\d';
 SELECT count(*) AS notes_triggers FROM pg_trigger WHERE tgrelid = 'notes'::regclass;
 
 SELECT aidb.delete_model('unreachable');

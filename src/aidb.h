@@ -1,10 +1,11 @@
 /*
  * aidb.h — declarations shared by the parts of aidb's C library.
  *
- * The C side is small on purpose: it finds the Python engine, and (with
- * shared_preload_libraries) runs the launcher and the pipeline workers.
- * All pipeline logic lives in the Python engine and the extension's SQL;
- * a worker only calls aidb._run_batch() in a loop.
+ * The C side is small on purpose: it finds the Python engine, (with
+ * shared_preload_libraries) runs the launcher and the pipeline workers, and
+ * appends captured keys to backlogs, the one hot path of writers.
+ * All other pipeline logic lives in the Python engine and the extension's
+ * SQL; a worker only calls aidb._run_batch() in a loop.
  *
  *   aidb.c       module entry point, GUCs, SQL-callable helpers
  *   shmem.c      the shared table of Background pipelines and wake-ups
@@ -12,6 +13,7 @@
  *   discovery.c  short-lived worker listing one database's Background pipelines
  *   worker.c     the per-pipeline worker loop
  *   dropdb.c     stops a database's workers before DROP DATABASE
+ *   capture.c    the capture trigger's fast path: keys straight into a backlog
  */
 #ifndef AIDB_H
 #define AIDB_H
@@ -90,6 +92,7 @@ extern void aidb_set_entry(AidbPipelineEntry *entry, Oid owner, bool can_login,
 						   const char *name, const char *dbname);
 extern void aidb_request_rescan(Oid dboid, bool wake_launcher);
 extern const char *aidb_worker_state_name(AidbWorkerState state);
+extern void aidb_request_wakeup(int32 pipeline_id, bool urgent);
 
 /* ---- background workers ---- */
 extern void aidb_register_launcher(void);

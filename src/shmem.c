@@ -298,24 +298,28 @@ add_pipeline_id(List *ids, int32 pipeline_id)
 }
 
 /*
- * aidb._wake_pipeline(pipeline_id, urgent): the capture triggers call this
- * after adding to a backlog, so the pipeline's worker wakes when we commit.
- * A worker backing off after errors keeps waiting unless the wake-up is
- * urgent (its errors were cleared): retrying at every insert would hammer a
- * failing provider. Without shared memory (aidb not preloaded) there is
- * nobody to wake.
+ * Wake the worker of this database's pipeline `pipeline_id` when the current
+ * transaction commits. A worker backing off after errors keeps waiting
+ * unless the wake-up is urgent (its errors were cleared): retrying at every
+ * insert would hammer a failing provider. Without shared memory (aidb not
+ * preloaded) there is nobody to wake.
  */
+void
+aidb_request_wakeup(int32 pipeline_id, bool urgent)
+{
+	if (aidb_shared == NULL)
+		return;
+	register_xact_callback_once();
+	pending_pipeline_wakeups = add_pipeline_id(pending_pipeline_wakeups, pipeline_id);
+	if (urgent)
+		pending_urgent_wakeups = add_pipeline_id(pending_urgent_wakeups, pipeline_id);
+}
+
+/* aidb._wake_pipeline(pipeline_id, urgent): aidb_request_wakeup for SQL. */
 Datum
 aidb_wake_pipeline(PG_FUNCTION_ARGS)
 {
-	int32		pipeline_id = PG_GETARG_INT32(0);
-
-	if (aidb_shared == NULL)
-		PG_RETURN_VOID();
-	register_xact_callback_once();
-	pending_pipeline_wakeups = add_pipeline_id(pending_pipeline_wakeups, pipeline_id);
-	if (PG_GETARG_BOOL(1))
-		pending_urgent_wakeups = add_pipeline_id(pending_urgent_wakeups, pipeline_id);
+	aidb_request_wakeup(PG_GETARG_INT32(0), PG_GETARG_BOOL(1));
 	PG_RETURN_VOID();
 }
 

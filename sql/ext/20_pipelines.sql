@@ -97,12 +97,27 @@ GRANT INSERT, UPDATE, DELETE ON aidb.pipeline_run_stats, aidb.pipeline_error_log
 
 SELECT pg_catalog.pg_extension_config_dump('aidb.pipeline_registry', '');
 
+-- The fast path of table capture (src/capture.c): a statement-level AFTER
+-- INSERT / UPDATE trigger that appends keys straight to the pipeline's
+-- backlog, and hands key changes to aidb._capture_<id>(). Its arguments are
+-- the pipeline id and columns, so only aidb._install_pipeline_objects may
+-- attach it to a table.
+CREATE FUNCTION aidb._capture_keys() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'aidb_capture_keys';
+COMMENT ON FUNCTION aidb._capture_keys() IS
+    'aidb internal: the capture trigger of non-Live table pipelines (INSERT, UPDATE)';
+REVOKE ALL ON FUNCTION aidb._capture_keys() FROM PUBLIC;
+
 -- Internal objects are created in schema aidb, where ordinary roles cannot
 -- create anything. This SECURITY DEFINER function does that one narrow thing
 -- for a pipeline the calling login role may act as: it names the objects from
 -- the pipeline id, types them from the catalogs, and hands them to the
 -- pipeline's owner. The capture function's body is the engine's, and since it
--- belongs to the owner it can never do more than the owner could.
+-- belongs to the owner it can never do more than the owner could. For table
+-- sources it then (re)creates the four capture triggers, as the owner could:
+-- the owner needs TRIGGER on the source. Creating them before the existing
+-- rows are enqueued, in the same transaction, is what makes capture complete
+-- (CREATE TRIGGER's lock keeps writers out until commit).
 CREATE FUNCTION aidb._install_pipeline_objects(pipeline_id integer, capture_body text)
     RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
@@ -146,25 +161,75 @@ BEGIN
                        capture, capture_body);
         EXECUTE format('ALTER FUNCTION %s() OWNER TO %I', capture, pg_get_userbyid(p.owner_role));
         EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC', capture);
+        IF NOT has_table_privilege(p.owner_role, p.source, 'TRIGGER') THEN
+            RAISE EXCEPTION 'permission denied: role % lacks TRIGGER on source %',
+                pg_get_userbyid(p.owner_role), p.source
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        PERFORM aidb._create_capture_triggers(p, capture);
     END IF;
 END
 $$;
+
+-- The capture triggers of table pipeline `p` (created or replaced): INSERT
+-- and UPDATE through the C fast path, unless the pipeline is Live (then the
+-- engine runs in the trigger, through the capture function); DELETE and
+-- TRUNCATE through the capture function. A source_filter may read any
+-- column, so the fast path then compares whole rows (data column '').
+CREATE FUNCTION aidb._create_capture_triggers(p aidb.pipeline_registry, capture text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    fast text := format('aidb._capture_keys(%L, %L, %L)', p.id, p.source_key_column,
+                        CASE WHEN p.source_filter IS NULL THEN p.source_data_column ELSE '' END);
+    event record;
+BEGIN
+    FOR event IN
+        SELECT * FROM (VALUES
+            ('insert',   'INSERT',   'REFERENCING NEW TABLE AS aidb_new',                    true),
+            ('update',   'UPDATE',   'REFERENCING OLD TABLE AS aidb_old NEW TABLE AS aidb_new', true),
+            ('delete',   'DELETE',   'REFERENCING OLD TABLE AS aidb_old',                    false),
+            ('truncate', 'TRUNCATE', '',                                                     false)
+        ) AS e(name, verb, referencing, fast_path)
+    LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION %s',
+                       'aidb_' || p.id || '_' || event.name, event.verb, p.source, event.referencing,
+                       CASE WHEN event.fast_path AND p.auto_processing <> 'Live' THEN fast
+                            ELSE capture || '()' END);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION aidb._create_capture_triggers(aidb.pipeline_registry, text) FROM PUBLIC;
 
 CREATE FUNCTION aidb._drop_pipeline_objects(pipeline_id integer) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET client_min_messages = warning      -- view pipelines have no capture function
     AS $$
+DECLARE
+    source regclass;
+    event  text;
 BEGIN
     IF EXISTS (SELECT FROM aidb.pipeline_registry r
                WHERE r.id = pipeline_id AND NOT pg_has_role(session_user, r.owner_role, 'MEMBER')) THEN
         RAISE EXCEPTION 'permission denied for pipeline %', pipeline_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- The capture triggers (dropped with their function) lock the source:
-    -- source before backlog, the lock order of batches, or a batch running
-    -- now deadlocks with us.
-    EXECUTE format('DROP FUNCTION IF EXISTS aidb.%I() CASCADE', '_capture_' || pipeline_id);
+    -- The capture triggers lock the source: source before backlog, the lock
+    -- order of batches, or a batch running now deadlocks with us. Only the
+    -- table's owner may DROP TRIGGER (the pipeline's owner may follow a table
+    -- it does not own), hence here. A dropped source took them along.
+    SELECT r.source INTO source FROM aidb.pipeline_registry r
+    WHERE r.id = pipeline_id AND r.source_kind = 'table'
+      AND EXISTS (SELECT FROM pg_class c WHERE c.oid = r.source);
+    IF source IS NOT NULL THEN
+        FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'aidb_' || pipeline_id || '_' || event, source);
+        END LOOP;
+    END IF;
+    EXECUTE format('DROP FUNCTION IF EXISTS aidb.%I()', '_capture_' || pipeline_id);
     EXECUTE format('DROP TABLE IF EXISTS aidb.%I, aidb.%I',
                    '_backlog_' || pipeline_id, '_state_' || pipeline_id);
 END

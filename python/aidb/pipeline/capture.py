@@ -1,9 +1,14 @@
-"""Change capture for table sources: the body of the trigger function
-aidb._capture_<id>() and the statement-level triggers that call it.
+"""Change capture for table sources: the body of the general capture
+function aidb._capture_<id>().
 
-Statement-level triggers with transition tables cost one short query per
-statement, however many rows it touches (INSERT ... SELECT, COPY, bulk
-UPDATE). What they do:
+The capture triggers are statement-level, with transition tables, so their
+cost does not grow with a statement's rows beyond the keys themselves
+(INSERT ... SELECT, COPY, bulk UPDATE). aidb._install_pipeline_objects
+creates them (sql/ext/20_pipelines.sql). INSERT and UPDATE triggers of
+non-Live pipelines call the C fast path aidb._capture_keys() (src/capture.c),
+which appends keys to the backlog itself and calls this function only for
+an UPDATE that changes a key; every other trigger calls this function.
+What it does:
   INSERT    enqueue the new keys
   UPDATE    enqueue keys whose data changed, new keys of a key change, and
             the old keys of a key change (after deleting their rows at once)
@@ -17,26 +22,6 @@ not change, so nothing is re-embedded needlessly.
 In Live mode the same triggers hand the keys to the engine inside the
 writing transaction instead of the backlog.
 """
-
-TRIGGER_EVENTS = (
-    ("insert", "INSERT", "REFERENCING NEW TABLE AS aidb_new"),
-    ("update", "UPDATE", "REFERENCING OLD TABLE AS aidb_old NEW TABLE AS aidb_new"),
-    ("delete", "DELETE", "REFERENCING OLD TABLE AS aidb_old"),
-    ("truncate", "TRUNCATE", ""),
-)
-
-
-def trigger_name(pipeline, event):
-    return f'"aidb_{pipeline.id}_{event}"'
-
-
-def create_triggers_sql(pipeline):
-    """CREATE TRIGGER statements, one per event."""
-    return [
-        f"CREATE TRIGGER {trigger_name(pipeline, event)} AFTER {verb} ON {pipeline.source} "
-        f"{referencing} FOR EACH STATEMENT EXECUTE FUNCTION {pipeline.capture_function}()"
-        for event, verb, referencing in TRIGGER_EVENTS
-    ]
 
 
 def capture_function_body(pipeline, live):

@@ -88,20 +88,19 @@ def _current_schema(db):
 
 
 def _capture_existing(db, pipeline):
-    """Tables: triggers first, then the existing rows (the trigger's lock keeps
-    writers out until we commit). Views: every row. Volumes: a first scan."""
+    """Tables and views: every existing row (a table's capture triggers exist
+    already, and their lock keeps writers out until we commit). Volumes: a
+    first scan."""
     if pipeline.source_kind == "volume":
         volume_source.scan(db, pipeline)
         return
-    if pipeline.source_kind == "table":
-        for statement in capture.create_triggers_sql(pipeline):
-            db.execute(statement)
     db.execute(BatchQueries(pipeline).enqueue_all)
 
 
 def install_objects(db, pipeline):
-    """Backlog, state and (tables) the capture function, via the narrow
-    SECURITY DEFINER helper; the capture body depends on the mode."""
+    """Backlog, state and (tables) the capture function and triggers, via the
+    narrow SECURITY DEFINER helper; the capture body and which function the
+    triggers call depend on the mode."""
     body = (capture.capture_function_body(pipeline, live=pipeline.auto_processing == "Live")
             if pipeline.source_kind == "table" else "")
     db.execute("SELECT aidb._install_pipeline_objects(%s::int, %s)", pipeline.id, body)
