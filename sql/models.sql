@@ -70,5 +70,11 @@ SELECT aidb.delete_model('unreachable');
 SELECT name FROM aidb.models ORDER BY name;
 SELECT count(*) AS orphaned_credentials FROM aidb.model_credentials;
 
+-- Batches hand vectors over as little-endian float4 bytes (1.0, -2.0, 0.1):
+-- exact, whatever the CPU; anything but whole float4s is refused.
+SELECT aidb._float4_vector('\x0000803f000000c0cdcccc3d'::bytea);
+SELECT aidb._float4_vector('\x0000803f00'::bytea);
+SELECT aidb._float4_vector(''::bytea);
+
 -- Leave the database as the next test file expects it: without aidb.
 DROP EXTENSION aidb;

@@ -45,19 +45,24 @@
 
 PG_FUNCTION_INFO_V1(aidb_capture_keys);
 
-/* Past this many keys in one statement, insert through a bulk-insert buffer ring. */
-#define BULK_INSERT_THRESHOLD 1000
+/*
+ * Keys are appended in groups of up to this many rows (table_multi_insert,
+ * as COPY does): one WAL record and one buffer lock per page instead of per
+ * row, for the INSERT ... SELECT and COPY statements that write thousands.
+ */
+#define KEYS_PER_GROUP 1000
 
 /* Where one trigger call appends keys, and what it compares. */
 typedef struct CaptureTarget
 {
 	int32		pipeline_id;
 	Relation	backlog;
-	TupleTableSlot *backlog_slot;
 	List	   *indexes;		/* of Relation, the backlog's indexes */
 	List	   *index_infos;	/* of IndexInfo, in the same order */
-	BulkInsertState bulk;
-	MemoryContext per_key;		/* reset after each key */
+	BulkInsertState bulk;		/* for statements of many keys */
+	TupleTableSlot *group[KEYS_PER_GROUP];	/* created as needed */
+	int			grouped;		/* keys waiting in group[] */
+	MemoryContext group_memory; /* their copies; reset after each group */
 	AttrNumber	key_attnum;
 	AttrNumber	data_attnum;	/* InvalidAttrNumber: compare every column */
 	TimestampTz queued_at;
@@ -125,7 +130,6 @@ open_target(CaptureTarget *target, TriggerData *trigdata, int64 expected_keys)
 				 errmsg("the backlog of aidb pipeline %d is missing", target->pipeline_id),
 				 errhint("Delete the pipeline with aidb.delete_pipeline() and create it again.")));
 	target->backlog = table_open(backlog_oid, RowExclusiveLock);
-	target->backlog_slot = table_slot_create(target->backlog, NULL);
 
 	/* The backlog's own index on key (CatalogIndexInsert does the same). */
 	index_oids = RelationGetIndexList(target->backlog);
@@ -144,61 +148,94 @@ open_target(CaptureTarget *target, TriggerData *trigdata, int64 expected_keys)
 
 	/* BulkInsertState belongs to the heap AM (a backlog is heap unless
 	 * default_table_access_method said otherwise). */
-	if (expected_keys >= BULK_INSERT_THRESHOLD &&
-		target->backlog->rd_tableam == GetHeapamTableAmRoutine())
+	if (expected_keys > 1 && target->backlog->rd_tableam == GetHeapamTableAmRoutine())
 		target->bulk = GetBulkInsertState();
-	target->per_key = AllocSetContextCreate(CurrentMemoryContext, "aidb capture",
-											ALLOCSET_SMALL_SIZES);
+	target->group_memory = AllocSetContextCreate(CurrentMemoryContext, "aidb capture",
+												 ALLOCSET_DEFAULT_SIZES);
 	target->queued_at = GetCurrentTransactionStartTimestamp();
 }
 
-/* Release what open_target took (locks stay until the transaction ends). */
+/* Write the keys waiting in the group: backlog rows, then their index entries. */
+static void
+flush_group(CaptureTarget *target)
+{
+	MemoryContext old = MemoryContextSwitchTo(target->group_memory);
+
+	if (target->grouped == 1)
+		table_tuple_insert(target->backlog, target->group[0], GetCurrentCommandId(true), 0,
+						   target->bulk);
+	else if (target->grouped > 1)
+		table_multi_insert(target->backlog, target->group, target->grouped,
+						   GetCurrentCommandId(true), 0, target->bulk);
+	for (int i = 0; i < target->grouped; i++)
+	{
+		TupleTableSlot *slot = target->group[i];
+		ListCell   *index_lc,
+				   *info_lc;
+
+		forboth(index_lc, target->indexes, info_lc, target->index_infos)
+		{
+			Relation	index = (Relation) lfirst(index_lc);
+			IndexInfo  *info = (IndexInfo *) lfirst(info_lc);
+			Datum		values[INDEX_MAX_KEYS];
+			bool		isnull[INDEX_MAX_KEYS];
+
+			FormIndexDatum(info, slot, NULL, values, isnull);
+			index_insert(index, values, isnull, &slot->tts_tid, target->backlog,
+						 info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
+		}
+		ExecClearTuple(slot);
+	}
+	target->enqueued += target->grouped;
+	target->grouped = 0;
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(target->group_memory);
+}
+
+/*
+ * Write what is left, and release what open_target took (the locks stay
+ * until the transaction ends).
+ */
 static void
 close_target(CaptureTarget *target)
 {
 	ListCell   *lc;
 
+	flush_group(target);
 	foreach(lc, target->indexes)
 		index_close((Relation) lfirst(lc), NoLock);
 	if (target->bulk)
 		FreeBulkInsertState(target->bulk);
-	ExecDropSingleTupleTableSlot(target->backlog_slot);
+	for (int i = 0; i < KEYS_PER_GROUP && target->group[i] != NULL; i++)
+		ExecDropSingleTupleTableSlot(target->group[i]);
 	table_close(target->backlog, NoLock);
-	MemoryContextDelete(target->per_key);
+	MemoryContextDelete(target->group_memory);
 }
 
-/* Append one key to the backlog: a row (key, queued_at) and its index entries. */
+/*
+ * Append one key to the backlog: a row (key, queued_at), written with its
+ * group. The key is copied: it points into a transition table's current row.
+ */
 static void
 enqueue_key(CaptureTarget *target, Datum key)
 {
-	TupleTableSlot *slot = target->backlog_slot;
-	MemoryContext old = MemoryContextSwitchTo(target->per_key);
-	ListCell   *index_lc,
-			   *info_lc;
+	Form_pg_attribute key_attr = TupleDescAttr(RelationGetDescr(target->backlog), 0);
+	TupleTableSlot *slot;
+	MemoryContext old;
 
+	if (target->group[target->grouped] == NULL)
+		target->group[target->grouped] = table_slot_create(target->backlog, NULL);
+	slot = target->group[target->grouped++];
 	ExecClearTuple(slot);
-	slot->tts_values[0] = key;
+	old = MemoryContextSwitchTo(target->group_memory);
+	slot->tts_values[0] = datumCopy(key, key_attr->attbyval, key_attr->attlen);
+	MemoryContextSwitchTo(old);
 	slot->tts_isnull[0] = false;
 	slot->tts_values[1] = TimestampTzGetDatum(target->queued_at);
 	slot->tts_isnull[1] = false;
 	ExecStoreVirtualTuple(slot);
-	table_tuple_insert(target->backlog, slot, GetCurrentCommandId(true), 0, target->bulk);
-
-	forboth(index_lc, target->indexes, info_lc, target->index_infos)
-	{
-		Relation	index = (Relation) lfirst(index_lc);
-		IndexInfo  *info = (IndexInfo *) lfirst(info_lc);
-		Datum		values[INDEX_MAX_KEYS];
-		bool		isnull[INDEX_MAX_KEYS];
-
-		FormIndexDatum(info, slot, NULL, values, isnull);
-		index_insert(index, values, isnull, &slot->tts_tid, target->backlog,
-					 info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
-	}
-	ExecClearTuple(slot);
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(target->per_key);
-	target->enqueued++;
+	if (target->grouped == KEYS_PER_GROUP)
+		flush_group(target);
 }
 
 /*

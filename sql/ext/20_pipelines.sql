@@ -97,6 +97,13 @@ GRANT INSERT, UPDATE, DELETE ON aidb.pipeline_run_stats, aidb.pipeline_error_log
 
 SELECT pg_catalog.pg_extension_config_dump('aidb.pipeline_registry', '');
 
+-- Batches hand vectors to the destination as little-endian float4 bytes
+-- (src/vectors.c): formatting and parsing them as text cost a third of a batch.
+CREATE FUNCTION aidb._float4_vector(bytes bytea) RETURNS vector
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'aidb_float4_vector';
+COMMENT ON FUNCTION aidb._float4_vector(bytea) IS
+    'aidb internal: a vector from little-endian float4 bytes';
+
 -- The fast path of table capture (src/capture.c): a statement-level AFTER
 -- INSERT / UPDATE trigger that appends keys straight to the pipeline's
 -- backlog, and hands key changes to aidb._capture_<id>(). Its arguments are

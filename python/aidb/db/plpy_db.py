@@ -20,6 +20,8 @@ def _pg_type(value):
         return "double precision"
     if isinstance(value, dict):
         return "jsonb"
+    if isinstance(value, bytes):
+        return "bytea"
     if isinstance(value, (list, tuple)):
         inner = _pg_type(value[0]) if value else "text"
         return inner + "[]"

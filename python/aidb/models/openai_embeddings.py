@@ -1,11 +1,13 @@
 """Provider `openai_embeddings`: OpenAI's /v1/embeddings, and any server that
 speaks it (vLLM, TEI, LiteLLM, Ollama's /v1), through the official SDK."""
 
+import base64
 import contextlib
 
 import httpx
 import openai
 
+from ..pgvector import float4_array, float4_array_from_bytes
 from ..redact import remember_secret
 from .base import EmbeddingModel
 from .config import ConfigChecker, check_credentials, resolve_api_key
@@ -50,15 +52,25 @@ class OpenAIEmbeddings(EmbeddingModel):
         extra = {}
         if self.config.get("dimensions"):
             extra["dimensions"] = self.config["dimensions"]
+        # base64 is what the SDK asks for by default too; asked for by name,
+        # the SDK hands it over undecoded and we skip a list of floats.
         with provider_errors(self):
             response = self.client.embeddings.create(
-                model=self.config["model"], input=texts, **extra)
+                model=self.config["model"], input=texts, encoding_format="base64", **extra)
         ordered = sorted(response.data, key=lambda item: item.index)
-        return [list(item.embedding) for item in ordered]
+        return [_vector(item.embedding) for item in ordered]
 
     def close(self):
         super().close()
         self.client.close()
+
+
+def _vector(embedding):
+    """An array('f') from base64 float4s, or from floats (servers that ignore
+    encoding_format answer with those)."""
+    if isinstance(embedding, str):
+        return float4_array_from_bytes(base64.b64decode(embedding))
+    return float4_array(embedding)
 
 
 def openai_client(model):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..errors import AidbError, ModelError, RECORD_PERMANENT
 from ..models.base import EmbeddingModel
-from ..pgvector import vector_literal
+from ..pgvector import vector_bytes
 from . import error_log, volume_source
 from .queries import BatchQueries
 from .steps import knowledge_base_of, text_steps_of
@@ -168,14 +168,14 @@ def _write(db, queries, pipeline, done, parts, vectors, removed_keys):
 
 
 def _destination_columns(pipeline, keys, parts, vectors):
-    """Parallel arrays (key, part id, value[, vector literal]) for the insert."""
+    """Parallel arrays (key, part id, value[, vector bytes]) for the insert."""
     with_vectors = knowledge_base_of(pipeline.steps) is not None
-    out_keys, part_ids, values, literals = [], [], [], []
+    out_keys, part_ids, values, vectors_out = [], [], [], []
     for key in keys:
         for part_id, text in enumerate(parts[key]):
             out_keys.append(key)
             part_ids.append(part_id)
             values.append(text)
             if with_vectors:
-                literals.append(vector_literal(vectors[key][part_id]))
-    return (out_keys, part_ids, values, literals) if with_vectors else (out_keys, part_ids, values)
+                vectors_out.append(vector_bytes(vectors[key][part_id]))
+    return (out_keys, part_ids, values, vectors_out) if with_vectors else (out_keys, part_ids, values)

@@ -69,7 +69,7 @@ class BatchQueries:
 
     @staticmethod
     def _insert_destination(p):
-        """Destination rows from parallel arrays (key, part id, value[, vector])."""
+        """Destination rows from parallel arrays (key, part id, value[, vector as float4 bytes])."""
         from .steps import knowledge_base_of
         if knowledge_base_of(p.steps) is None:
             return f"""
@@ -78,8 +78,8 @@ class BatchQueries:
                 FROM unnest(%s::text[], %s::int[], %s::text[]) AS u(k, i, v)"""
         return f"""
             INSERT INTO {p.destination} (source_key, part_id, value, embedding)
-            SELECT k::{p.key_type}, i, v, e::vector
-            FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[]) AS u(k, i, v, e)"""
+            SELECT k::{p.key_type}, i, v, aidb._float4_vector(e)
+            FROM unnest(%s::text[], %s::int[], %s::text[], %s::bytea[]) AS u(k, i, v, e)"""
 
 
 def filter_expression(source_filter):
