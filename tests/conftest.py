@@ -8,7 +8,6 @@ background workers, and the model server speaks the OpenAI wire format.
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
 
 import psycopg
@@ -67,10 +66,11 @@ def connect(cluster, dbname):
 
 
 @pytest.fixture(scope="session")
-def model_server_process():
+def model_server_process(tmp_path_factory):
     """The OpenAI-compatible test server, in its own process (its CPU must not
     compete with the test's GIL), requiring TEST_API_KEY."""
-    port_file = tempfile.mktemp(prefix="aidb-model-server-")
+    # In pytest's own temporary tree, which it prunes to the last few runs.
+    port_file = str(tmp_path_factory.mktemp("model-server") / "port")
     process = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tests", "support", "model_server.py"),
          "--port", "0", "--port-file", port_file, "--api-key", TEST_API_KEY,

@@ -350,15 +350,15 @@ WRITES = 400
 WRITES_PER_ROUND = 40
 
 
-def write_while_workers_keep_up(conn):
-    """Inserts, updates, deletes and key changes on docs from its own
-    connection, in rounds: after each, wait until the workers have caught
-    up, so that processing and writing overlap throughout."""
-    writer = RandomWriter(conn, seed=20261122, ids=range(1, 101))
+def write_while_workers_keep_up(writer, pipelines=("p",)):
+    """WRITES random changes on docs by `writer` (a RandomWriter on its own
+    connection), in rounds: after each, wait until the workers have caught
+    up on every pipeline, so that processing and writing overlap throughout."""
     for done in range(1, WRITES + 1):
         writer.step()
         if done % WRITES_PER_ROUND == 0:
-            wait_for(lambda: pending(conn) <= 5, message="the workers to catch up")
+            wait_for(lambda: all(pending(writer.conn, name) <= 5 for name in pipelines),
+                     message="the workers to catch up")
 
 
 def test_two_external_workers_and_a_background_worker_share_a_pipeline(
@@ -372,7 +372,8 @@ def test_two_external_workers_and_a_background_worker_share_a_pipeline(
 
     def write_and_watch():
         with ThreadPoolExecutor(1, thread_name_prefix="writer") as writer:
-            writes = writer.submit(write_while_workers_keep_up, writer_conn)
+            writes = writer.submit(write_while_workers_keep_up,
+                                   RandomWriter(writer_conn, seed=20261122, ids=range(1, 101)))
             wait_for(lambda: [s for s, _ in external_workers(conn)] == ["running", "running"],
                      message="aidb.workers to list both external workers as running")
             writes.result(timeout=CLI_TIMEOUT)      # and the writer's failure, if any

@@ -278,7 +278,8 @@ def test_drop_is_a_connection_error(client, control):
         embed_ok(client)
     assert not isinstance(exc.value, openai.APITimeoutError)
     embed_ok(client)
-    assert control.state()["recent"][0]["status"] is None
+    dropped = control.state()["recent"][0]
+    assert dropped["status"] is None and dropped["answered"] is None
 
 
 def test_latency(client, control):
@@ -347,11 +348,15 @@ def test_ollama_legacy_embeddings_and_errors(web, control):
 # --------------------------------------------------------------------------
 
 def test_control_state_counts_and_resets(client, control):
+    started = time.monotonic()
     embed_ok(client, ["a", "b"])
     embed_ok(client, ["c"])
     state = control.state()
     assert state["requests"] == {"/v1/embeddings": 2}
     assert state["inputs_embedded"] == 3
+    times = [t for r in state["recent"] for t in (r.pop("received"), r.pop("answered"))]
+    # The server process's monotonic clock is system-wide: comparable with ours.
+    assert times == sorted(times) and started <= times[0] and times[-1] <= time.monotonic()
     assert state["recent"] == [
         {"path": "/v1/embeddings", "method": "POST", "model": MODEL, "inputs": n,
          "status": 200, "fault": None} for n in (2, 1)]

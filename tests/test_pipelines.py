@@ -60,10 +60,13 @@ TRUNCATE_AT = (110, 230)   # operations of the random stream that are TRUNCATEs
 
 class RandomWriter:
     """Inserts, updates, deletes and key changes on docs, chosen by a seeded
-    generator (TRUNCATE on request); keeps the set of ids that exist."""
+    generator (TRUNCATE on request); keeps the set of ids that exist. New
+    keys are ever higher ids or, with `key_space`, free keys of that set (a
+    small one keeps writers and workers on the same keys)."""
 
-    def __init__(self, conn, seed, ids):
+    def __init__(self, conn, seed, ids, key_space=None):
         self.conn, self.rng, self.ids, self.next_id = conn, random.Random(seed), set(ids), max(ids) + 1
+        self.key_space = None if key_space is None else sorted(key_space)
 
     def step(self):
         operation = self.rng.choices(["insert", "update", "delete", "rekey", "bulk"],
@@ -73,10 +76,20 @@ class RandomWriter:
         else:
             getattr(self, "_" + operation)(self.rng.choice(sorted(self.ids)))
 
+    def _new_key(self):
+        """A key that no row has (None: the key space is full)."""
+        if self.key_space is None:
+            self.next_id += 1
+            return self.next_id - 1
+        free = [key for key in self.key_space if key not in self.ids]
+        return self.rng.choice(free) if free else None
+
     def _insert(self):
-        insert_docs(self.conn, [(self.next_id, random_body(self.rng))])
-        self.ids.add(self.next_id)
-        self.next_id += 1
+        key = self._new_key()
+        if key is None:
+            return self._update(self.rng.choice(sorted(self.ids)))
+        insert_docs(self.conn, [(key, random_body(self.rng))])
+        self.ids.add(key)
 
     def _update(self, key):
         self.conn.execute("UPDATE docs SET body = %s WHERE id = %s", (random_body(self.rng), key))
@@ -86,10 +99,12 @@ class RandomWriter:
         self.ids.discard(key)
 
     def _rekey(self, key):
-        self.conn.execute("UPDATE docs SET id = %s WHERE id = %s", (self.next_id, key))
+        new_key = self._new_key()
+        if new_key is None:
+            return self._update(key)
+        self.conn.execute("UPDATE docs SET id = %s WHERE id = %s", (new_key, key))
         self.ids.discard(key)
-        self.ids.add(self.next_id)
-        self.next_id += 1
+        self.ids.add(new_key)
 
     def _bulk(self, key):
         # One statement touching many rows: the statement-level trigger's case.

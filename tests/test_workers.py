@@ -1,14 +1,13 @@
 """Background workers under stress: killed, cancelled, restarted with the
-server, starved of worker slots, facing a provider outage, recycled for
-memory. A real cluster that preloads aidb, the fake OpenAI-compatible server
-over HTTP; after each scenario the destination is compared with an
-independent recomputation from the source rows (pipeline_checks)."""
+server, starved of worker slots, recycled for memory. A real cluster that
+preloads aidb, the fake OpenAI-compatible server over HTTP; after each
+scenario the destination is compared with an independent recomputation from
+the source rows (pipeline_checks). Provider faults under load are in
+tests/test_resilience.py."""
 
 import os
 import re
 import signal
-import threading
-import time
 
 import psycopg
 import pytest
@@ -20,7 +19,7 @@ from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
     metrics, pending, pipeline_errors)
 from tests.support.workers import (
-    BACKING_OFF, activity_pid, connection_lost, drained, running_worker, set_model_config)
+    activity_pid, connection_lost, drained, running_worker, set_model_config)
 
 pytestmark = pytest.mark.workers
 
@@ -125,73 +124,7 @@ def test_server_restart_mid_backfill(cluster, dbname, conn, fake_model):
         assert assert_consistent(fresh) == 3000
 
 
-# --- 4. provider outage during steady writes -----------------------------------------------------
-
-class SteadyWriter(threading.Thread):
-    """Inserts one docs row every `interval` seconds on its own connection
-    (at most `limit` rows), timing each autocommit INSERT."""
-
-    def __init__(self, conn, first_id, interval=0.05, limit=2000):
-        super().__init__(daemon=True)
-        self.conn, self.next_id, self.interval, self.limit = conn, first_id, interval, limit
-        self.first_id, self.seconds, self.error = first_id, [], None
-        self.stopping = threading.Event()
-
-    def run(self):
-        try:
-            while not self.stopping.is_set() and len(self.seconds) < self.limit:
-                row = (self.next_id, f"written during the outage {self.next_id}")
-                started = time.perf_counter()
-                insert_docs(self.conn, [row])
-                self.seconds.append(time.perf_counter() - started)
-                self.next_id += 1
-                self.stopping.wait(self.interval)
-        except Exception as exc:  # noqa: BLE001 — reported by the test
-            self.error = exc
-
-    def stop(self):
-        self.stopping.set()
-        self.join(timeout=30)
-        assert self.error is None, f"an insert failed: {self.error!r}"
-        return set(range(self.first_id, self.next_id))
-
-
-def error_attempts(conn, name="p"):
-    """Failed batches recorded for the pipeline as a whole (0 if none)."""
-    row = conn.execute("SELECT attempts FROM aidb.pipeline_errors WHERE pipeline = %s "
-                       "AND source_key IS NULL", (name,)).fetchone()
-    return row[0] if row else 0
-
-
-@pytest.mark.resilience
-def test_provider_outage_holds_backlog_without_slowing_writes(conn, connect, fake_model):
-    create_docs(conn, numbered_docs(range(1, 21)))
-    worker = background_pipeline(conn)
-    wait_drained(conn)
-    fake_model.set_fault("http500")
-    writer = SteadyWriter(connect(), first_id=1000)
-    writer.start()
-    try:
-        wait_for(lambda: error_attempts(conn) == 1, message="the first failed batch")
-        first_failure = time.monotonic()
-        row = metrics(conn)
-        assert (row["Status"], row["worker state"]) == ("Failed", BACKING_OFF)
-        wait_for(lambda: error_attempts(conn) >= 3, timeout=30, message="two more failed batches")
-        # Backing off 1 s, then 2 s: the inserts' wake-ups must not cut that short.
-        assert time.monotonic() - first_failure >= 3.0
-    finally:
-        written = writer.stop()
-    assert metrics(conn)["worker pid"] == worker
-    assert pending(conn) == len(written) > 30
-    assert max(writer.seconds) < 0.5, f"slowest insert: {max(writer.seconds):.3f} s"
-    fake_model.set_fault("none")
-    conn.execute("SELECT aidb.retry_pipeline_errors('p')")
-    wait_drained(conn)
-    assert pipeline_errors(conn) == [] and running_worker(conn) == worker
-    assert assert_consistent(conn) == 20 + len(written)
-
-
-# --- 5. real worker-slot exhaustion --------------------------------------------------------------
+# --- 4. real worker-slot exhaustion --------------------------------------------------------------
 
 def waiting_warnings(cluster, name):
     return cluster.log_text().count(f'WARNING:  aidb: pipeline "{name}" waits for a worker')
@@ -233,7 +166,7 @@ def test_pipelines_beyond_free_slots_wait_then_start(small_cluster, model_server
         assert waiting_warnings(small_cluster, waiting) == 1
 
 
-# --- 6. pg_cancel_backend cancels the batch, not the worker --------------------------------------
+# --- 5. pg_cancel_backend cancels the batch, not the worker --------------------------------------
 
 @pytest.mark.resilience
 def test_cancelled_batch_rolls_back_and_worker_goes_on(cluster, conn, fake_model):
@@ -256,7 +189,7 @@ def test_cancelled_batch_rolls_back_and_worker_goes_on(cluster, conn, fake_model
     assert assert_consistent(conn) == 30
 
 
-# --- 7. a worker over aidb.worker_memory_limit recycles itself -----------------------------------
+# --- 6. a worker over aidb.worker_memory_limit recycles itself -----------------------------------
 
 def set_memory_limit(conn, megabytes):
     """aidb.worker_memory_limit for every worker (None: back to the default)."""
@@ -291,7 +224,7 @@ def test_worker_over_memory_limit_restarts(cluster, conn, fake_model):
     assert assert_consistent(conn) == 40
 
 
-# --- 8. the launcher learns of pipeline changes at commit, not before ----------------------------
+# --- 7. the launcher learns of pipeline changes at commit, not before ----------------------------
 
 def rolled_back(conn, statements):
     """Run statements in a savepoint that is then rolled back."""
@@ -320,7 +253,7 @@ def test_rolled_back_registry_changes_never_reach_the_launcher(conn, fake_model)
                  timeout=3)
 
 
-# --- 9. a failed DROP DATABASE gives the database its workers back -------------------------------
+# --- 8. a failed DROP DATABASE gives the database its workers back -------------------------------
 
 def test_failed_drop_database_restarts_its_workers(cluster, dbname, conn, fake_model):
     create_docs(conn, numbered_docs(range(1, 6)))

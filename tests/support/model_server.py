@@ -40,6 +40,12 @@ Behaviour
     "base64" ones are little-endian float32, as OpenAI sends them.
   * Tokens are whitespace-separated words; token-id inputs become the ids joined
     by spaces.
+  * state()["recent"] lists the last 50 API requests, oldest first: path,
+    method, model, inputs, status (null: dropped), fault, and this process's
+    time.monotonic() when the request had been read ("received") and when its
+    answer was about to be written ("answered"; null: dropped). Linux's
+    monotonic clock is system-wide, so gaps between a client's requests can
+    be measured here (e.g. whether it waited for Retry-After).
   * --cache (ModelServer(cache=True)): each OpenAI embedding is rendered once per
     (model, dims, encoding, text) and then served from memory, so that a
     benchmark warmed with its texts measures its client, not this server's
@@ -630,8 +636,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve_api(self, path: str, raw: bytes) -> None:
         backend = self.server.backend
         route = _ROUTES.get(path)
-        record = {"path": path, "method": self.command, "model": None,
-                  "inputs": 0, "status": None, "fault": None}
+        record = {"path": path, "method": self.command, "model": None, "inputs": 0,
+                  "status": None, "fault": None, "received": time.monotonic(), "answered": None}
         backend.begin(path)
         try:
             self._answer(route, path, raw, record)
@@ -652,7 +658,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             status, headers = err.status, err.headers
             payload = err.payload(route.flavor if route else "openai")
-        record["status"] = status
+        record["status"], record["answered"] = status, time.monotonic()
         self._send_json(status, payload, headers)
 
     def _inject_fault(self, record: dict) -> bool:
