@@ -340,6 +340,21 @@ def test_rate_limit_waits_for_retry_after(shared_conn, model_server):
     assert answers(model_server) == [("http429", 429), (None, 200)]
 
 
+def test_retry_after_holds_the_requests_queued_behind_it(shared_conn, model_server):
+    # One input per request, one request at a time: the 429 answers the
+    # first; the three queued behind it must wait out Retry-After too, not
+    # only the retry of the refused one.
+    create_openai_model(shared_conn, model_server, max_batch_size=1, max_concurrent_requests=1)
+    model_server.set_fault("http429", count=1, retry_after=1)
+    texts = ["one", "two", "three", "four"]
+    assert_fake_vectors(encode_batch(shared_conn, "emb", texts), texts)
+    recent = model_server.state()["recent"]
+    [refused] = [r for r in recent if r["status"] == 429]
+    later = [r for r in recent if r["received"] > refused["answered"]]
+    assert len(later) == 4 and all(r["status"] == 200 for r in later)
+    assert min(r["received"] for r in later) - refused["answered"] >= 0.95
+
+
 def test_persistent_server_errors_give_up_with_a_clear_error(shared_conn, model_server):
     create_openai_model(shared_conn, model_server, max_retries=1)
     model_server.set_fault("http500")

@@ -9,6 +9,7 @@ to check its configuration (`validate`).
 
 import functools
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -27,15 +28,6 @@ def _block_postgres_signals():
     signal.pthread_sigmask(signal.SIG_BLOCK, _POSTGRES_SIGNALS)
 
 
-def _attempt(request):
-    """One try of one request; exceptions are returned, not raised, so that
-    the caller sees every request's outcome."""
-    try:
-        return request()
-    except (TransientFailure, Exception) as exc:   # noqa: B014 (explicit on purpose)
-        return exc
-
-
 class Model:
     """Base class of the providers."""
 
@@ -51,6 +43,11 @@ class Model:
         self.retry_policy = RetryPolicy(max_retries=config.get("max_retries", 5))
         self.sleep = time.sleep     # PL/Python swaps in an interruptible sleep
         self._pool = None
+        # A Retry-After holds every request of this model until this
+        # time.monotonic(), the ones queued behind the refused one and the
+        # next batches' alike: a rate-limited provider gets no request early.
+        self._hold_until = 0.0
+        self._hold_lock = threading.Lock()
 
     @classmethod
     def validate(cls, name, config, credentials):
@@ -93,12 +90,31 @@ class Model:
         pg_sleep(0) inside PostgreSQL, which raises if the statement was
         cancelled or the backend terminated, instead of waiting out a hung
         request's timeout."""
-        futures = [self._thread_pool().submit(_attempt, request) for request in requests]
+        futures = [self._thread_pool().submit(self._attempt, request) for request in requests]
         while True:
             _, not_done = wait(futures, timeout=0.1)
             if not not_done:
                 return [future.result() for future in futures]
             self.sleep(0)
+
+    def _attempt(self, request):
+        """One try of one request (in a pool thread), once any Retry-After
+        has passed; exceptions are returned, not raised, so that the caller
+        sees every request's outcome."""
+        while (wait := self._hold_until - time.monotonic()) > 0:
+            time.sleep(min(wait, 0.1))
+        try:
+            return request()
+        except TransientFailure as exc:
+            if exc.retry_after:
+                self._hold_requests(self.retry_policy.delay(0, exc.retry_after))
+            return exc
+        except Exception as exc:   # noqa: BLE001 — reported by run_with_retries
+            return exc
+
+    def _hold_requests(self, seconds):
+        with self._hold_lock:
+            self._hold_until = max(self._hold_until, time.monotonic() + seconds)
 
     def _thread_pool(self):
         if self._pool is None:
