@@ -83,7 +83,8 @@ check_trigger_call(FunctionCallInfo fcinfo)
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
 		!(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
 		  TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event)) ||
-		trigdata->tg_trigger->tgnargs != 3 || trigdata->tg_newtable == NULL)
+		trigdata->tg_trigger->tgnargs != 3 || trigdata->tg_newtable == NULL ||
+		(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) && trigdata->tg_oldtable == NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("aidb._capture_keys() must be an AFTER INSERT or UPDATE statement trigger "
@@ -146,8 +147,10 @@ open_target(CaptureTarget *target, TriggerData *trigdata, int64 expected_keys)
 	}
 	list_free(index_oids);
 
-	/* BulkInsertState belongs to the heap AM (a backlog is heap unless
-	 * default_table_access_method said otherwise). */
+	/*
+	 * BulkInsertState belongs to the heap AM (a backlog is heap unless
+	 * default_table_access_method said otherwise).
+	 */
 	if (expected_keys > 1 && target->backlog->rd_tableam == GetHeapamTableAmRoutine())
 		target->bulk = GetBulkInsertState();
 	target->group_memory = AllocSetContextCreate(CurrentMemoryContext, "aidb capture",
@@ -251,13 +254,6 @@ rewind_transition_table(Tuplestorestate *table)
 	tuplestore_rescan(table);
 }
 
-/* The key of a transition row; NULL keys are an error (keys are unique and NOT NULL). */
-static Datum
-row_key(CaptureTarget *target, TupleTableSlot *row, bool *isnull)
-{
-	return slot_getattr(row, target->key_attnum, isnull);
-}
-
 /* INSERT: every new row's key. */
 static void
 enqueue_new_rows(CaptureTarget *target, Tuplestorestate *new_rows, TupleDesc desc)
@@ -268,9 +264,9 @@ enqueue_new_rows(CaptureTarget *target, Tuplestorestate *new_rows, TupleDesc des
 	rewind_transition_table(new_rows);
 	while (tuplestore_gettupleslot(new_rows, true, false, row))
 	{
-		Datum		key = row_key(target, row, &isnull);
+		Datum		key = slot_getattr(row, target->key_attnum, &isnull);
 
-		if (!isnull)			/* a NULL key has nothing to embed under */
+		if (!isnull)			/* a unique column may hold NULLs: nothing to embed under */
 			enqueue_key(target, key);
 	}
 	ExecDropSingleTupleTableSlot(row);
@@ -324,41 +320,40 @@ static bool
 enqueue_changed_rows(CaptureTarget *target, Tuplestorestate *old_rows,
 					 Tuplestorestate *new_rows, TupleDesc desc)
 {
-	TupleTableSlot *old_row = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	TupleTableSlot *new_row = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
-	List	   *changed = NIL;	/* keys to enqueue, once we know no key moved */
-	bool		keys_kept = true;
-	ListCell   *lc;
+	Form_pg_attribute key_attr = TupleDescAttr(desc, target->key_attnum - 1);
+	int64		rows = tuplestore_tuple_count(new_rows);
+	TupleTableSlot *old_row;
+	TupleTableSlot *new_row;
+	Datum	   *changed;		/* keys to enqueue, once we know no key moved */
+	int64		n_changed = 0;
 
-	if (tuplestore_tuple_count(old_rows) != tuplestore_tuple_count(new_rows))
-		keys_kept = false;
-	else
+	if (tuplestore_tuple_count(old_rows) != rows)
+		return false;
+	old_row = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	new_row = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	changed = palloc(Max(rows, 1) * sizeof(Datum));
+	rewind_transition_table(old_rows);
+	rewind_transition_table(new_rows);
+	while (tuplestore_gettupleslot(old_rows, true, false, old_row) &&
+		   tuplestore_gettupleslot(new_rows, true, false, new_row))
 	{
-		rewind_transition_table(old_rows);
-		rewind_transition_table(new_rows);
-	}
-	while (keys_kept && tuplestore_gettupleslot(old_rows, true, false, old_row))
-	{
-		if (!tuplestore_gettupleslot(new_rows, true, false, new_row) ||
-			!same_attribute(old_row, new_row, target->key_attnum))
-			keys_kept = false;
-		else if (row_changed(target, old_row, new_row))
-		{
-			Form_pg_attribute attr = TupleDescAttr(desc, target->key_attnum - 1);
-			bool		isnull;
-			Datum		key = row_key(target, new_row, &isnull);
+		bool		isnull;
+		Datum		key;
 
-			if (!isnull)
-				changed = lappend(changed, (void *) DatumGetPointer(
-								datumCopy(key, attr->attbyval, attr->attlen)));
-		}
+		if (!same_attribute(old_row, new_row, target->key_attnum))
+			break;
+		key = slot_getattr(new_row, target->key_attnum, &isnull);
+		if (!isnull && row_changed(target, old_row, new_row))
+			changed[n_changed++] = datumCopy(key, key_attr->attbyval, key_attr->attlen);
+		rows--;
 	}
-	if (keys_kept)
-		foreach(lc, changed)
-			enqueue_key(target, PointerGetDatum(lfirst(lc)));
 	ExecDropSingleTupleTableSlot(old_row);
 	ExecDropSingleTupleTableSlot(new_row);
-	return keys_kept;
+	if (rows > 0)				/* stopped at a key change */
+		return false;
+	for (int64 i = 0; i < n_changed; i++)
+		enqueue_key(target, changed[i]);
+	return true;
 }
 
 /*
