@@ -1,0 +1,60 @@
+"""pg_dump and restore: a database with aidb comes back with its models,
+their credentials, its pipelines, their capture triggers and their pending
+work (README, "Design decisions": dumps carry user data, not defaults)."""
+
+import os
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import TEST_API_KEY
+from pgcluster import PG_BIN
+from test_pipelines import numbered_docs
+from tests.support.pipeline_checks import (
+    MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
+    metrics, pending, run_pipeline)
+
+
+def pg_tool(cluster, program, *args, stdin=None):
+    """Run a PostgreSQL client program against the cluster; its stdout."""
+    result = subprocess.run(
+        [os.path.join(PG_BIN, program), "-h", "127.0.0.1", "-p", str(cluster.port),
+         "-U", "postgres", *args], input=stdin, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture
+def restored_dbname(cluster):
+    """An empty database (no aidb yet) for the restore, dropped afterwards."""
+    name = "r_" + uuid.uuid4().hex[:12]
+    cluster.psql(f"CREATE DATABASE {name}")
+    yield name
+    cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_dump_and_restore_keep_pipelines_and_their_pending_work(cluster, dbname, conn,
+                                                                 restored_dbname, model_server):
+    create_fake_model(conn, model_server.url, TEST_API_KEY)
+    create_docs(conn, numbered_docs(range(1, 11)))
+    create_pipeline(conn, batch_size=4)
+    run_pipeline(conn)
+    insert_docs(conn, numbered_docs(range(11, 14), prefix="queued before the dump"))
+    dump = pg_tool(cluster, "pg_dump", dbname)
+    assert TEST_API_KEY in dump          # credentials are user data: they travel with the dump
+
+    pg_tool(cluster, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", restored_dbname,
+            stdin=dump)
+    with psycopg.connect(cluster.dsn(restored_dbname), autocommit=True) as restored:
+        assert restored.execute("SELECT name FROM aidb.models WHERE name = %s",
+                                (MODEL,)).fetchone() is not None
+        assert pending(restored) == 3
+        # The capture triggers came back with the table: a write is queued.
+        insert_docs(restored, numbered_docs(range(14, 16), prefix="written after the restore"))
+        restored.execute("DELETE FROM docs WHERE id = 1")
+        assert pending(restored) == 6
+        run_pipeline(restored)       # needs the restored credentials (the server checks the key)
+        assert metrics(restored)["Status"] == "UpToDate"
+        assert assert_consistent(restored) == 14
