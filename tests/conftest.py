@@ -5,6 +5,7 @@ Nothing here is mocked: the cluster runs the installed extension and its
 background workers, and the model server speaks the OpenAI wire format.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -34,13 +35,22 @@ def cluster():
     pg.destroy()
 
 
+@contextlib.contextmanager
+def scratch_database(cluster, prefix, template=None):
+    """A new database (a copy of `template`) for the block, dropped afterwards."""
+    name = prefix + uuid.uuid4().hex[:12]
+    cluster.psql(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+    try:
+        yield name
+    finally:
+        cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def dbname(cluster):
     """A fresh database with aidb installed, dropped after the test."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    cluster.psql(f"CREATE DATABASE {name} TEMPLATE aidb_template")
-    yield name
-    cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(cluster, "t_", template="aidb_template") as name:
+        yield name
 
 
 @pytest.fixture

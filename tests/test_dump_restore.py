@@ -4,12 +4,11 @@ work (README, "Design decisions": dumps carry user data, not defaults)."""
 
 import os
 import subprocess
-import uuid
 
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY
+from conftest import TEST_API_KEY, scratch_database
 from pgcluster import PG_BIN
 from test_pipelines import numbered_docs
 from tests.support.pipeline_checks import (
@@ -29,10 +28,8 @@ def pg_tool(cluster, program, *args, stdin=None):
 @pytest.fixture
 def restored_dbname(cluster):
     """An empty database (no aidb yet) for the restore, dropped afterwards."""
-    name = "r_" + uuid.uuid4().hex[:12]
-    cluster.psql(f"CREATE DATABASE {name}")
-    yield name
-    cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(cluster, "r_") as name:
+        yield name
 
 
 def test_dump_and_restore_keep_pipelines_and_their_pending_work(cluster, dbname, conn,

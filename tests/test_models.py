@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import TEST_API_KEY, wait_for
+from conftest import TEST_API_KEY, scratch_database, wait_for
 from pgcluster import throwaway_cluster
 from tests.support.fake_vectors import fake_embedding
 
@@ -110,10 +110,8 @@ def registry(conn):
 @pytest.fixture(scope="module")
 def shared_db(cluster):
     """One database for most tests of this module, to keep the module fast."""
-    name = "t_models_" + uuid.uuid4().hex[:8]
-    cluster.psql(f"CREATE DATABASE {name} TEMPLATE aidb_template")
-    yield name
-    cluster.psql(f"DROP DATABASE {name} WITH (FORCE)")
+    with scratch_database(cluster, "t_models_", template="aidb_template") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import wait_for
+from conftest import scratch_database, wait_for
 from pgcluster import free_port
 from test_models import error_text, sql_error
 from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
@@ -126,16 +126,14 @@ def tree():
 def shared_db(cluster, tree):
     """One database for the module, with the read helpers, and the allowed
     root set for the module's duration (reset after: the cluster is shared)."""
-    name = "t_volumes_" + uuid.uuid4().hex[:8]
-    cluster.psql(f"CREATE DATABASE {name} TEMPLATE aidb_template")
-    cluster.psql(HELPERS, dbname=name)
-    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        set_allowed_paths(cluster, conn, tree["allowed"])
-        try:
-            yield name, conn
-        finally:
-            set_allowed_paths(cluster, conn, None)
-    cluster.psql(f"DROP DATABASE {name} WITH (FORCE)")
+    with scratch_database(cluster, "t_volumes_", template="aidb_template") as name:
+        cluster.psql(HELPERS, dbname=name)
+        with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+            set_allowed_paths(cluster, conn, tree["allowed"])
+            try:
+                yield name, conn
+            finally:
+                set_allowed_paths(cluster, conn, None)
 
 
 @pytest.fixture
