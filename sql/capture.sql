@@ -51,6 +51,16 @@ UPDATE notes SET body = upper(body) WHERE id IN (1, 2, 3);
 SELECT * FROM queued('notes_kb');
 SELECT clear_backlog('notes_kb');
 
+-- A document large enough to live in TOAST: updating another column carries
+-- its TOAST pointer over, and is recognised as no change without reading it.
+INSERT INTO notes SELECT 14, string_agg(md5(g::text), ' ') FROM generate_series(1, 400) g;
+SELECT clear_backlog('notes_kb');
+UPDATE notes SET stars = stars + 1 WHERE id = 14;
+SELECT count(*) AS queued FROM queued('notes_kb');
+UPDATE notes SET body = body || '!' WHERE id = 14;
+SELECT * FROM queued('notes_kb');
+SELECT clear_backlog('notes_kb');
+
 -- A statement that changes one key among rows that keep theirs goes to the
 -- general function: the changed rows and both keys of the moved row are
 -- enqueued, and the old key's destination rows would go at once.

@@ -23,6 +23,7 @@
  */
 #include "aidb.h"
 
+#include "access/detoast.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/table.h"
@@ -272,6 +273,27 @@ enqueue_new_rows(CaptureTarget *target, Tuplestorestate *new_rows, TupleDesc des
 	ExecDropSingleTupleTableSlot(row);
 }
 
+/*
+ * Whether two values are the same TOASTed value: an UPDATE that leaves a
+ * large column alone carries its TOAST pointer over unchanged. Comparing the
+ * pointers spares fetching and comparing a whole document for every update
+ * of some other column.
+ */
+static bool
+same_toast_pointer(Datum a, Datum b)
+{
+	struct varatt_external a_pointer,
+				b_pointer;
+
+	if (!VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(a)) ||
+		!VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(b)))
+		return false;
+	VARATT_EXTERNAL_GET_POINTER(a_pointer, DatumGetPointer(a));
+	VARATT_EXTERNAL_GET_POINTER(b_pointer, DatumGetPointer(b));
+	return a_pointer.va_valueid == b_pointer.va_valueid &&
+		a_pointer.va_toastrelid == b_pointer.va_toastrelid;
+}
+
 /* Whether attribute `attnum` holds the same bytes in both rows (NULLs equal). */
 static bool
 same_attribute(TupleTableSlot *a, TupleTableSlot *b, AttrNumber attnum)
@@ -284,6 +306,8 @@ same_attribute(TupleTableSlot *a, TupleTableSlot *b, AttrNumber attnum)
 
 	if (a_null || b_null)
 		return a_null == b_null;
+	if (attr->attlen == -1 && same_toast_pointer(a_value, b_value))
+		return true;
 	return datum_image_eq(a_value, b_value, attr->attbyval, attr->attlen);
 }
 
