@@ -30,7 +30,7 @@ from test_workers import (  # noqa: F401 — fake_model is a fixture
     background_pipeline, destination_count, fake_model, wait_drained)
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
-    pending, pipeline_errors)
+    metrics, pending, pipeline_errors)
 from tests.support.workers import running_worker, set_model_config
 
 import aidb  # after pipeline_checks, which puts python/ first on sys.path
@@ -376,6 +376,7 @@ def test_two_external_workers_and_a_background_worker_share_a_pipeline(
                                    RandomWriter(writer_conn, seed=20261122, ids=range(1, 101)))
             wait_for(lambda: [s for s, _ in external_workers(conn)] == ["running", "running"],
                      message="aidb.workers to list both external workers as running")
+            assert metrics(conn)["external workers"] == 2
             writes.result(timeout=CLI_TIMEOUT)      # and the writer's failure, if any
         wait_drained(conn)
     try:
@@ -386,6 +387,7 @@ def test_two_external_workers_and_a_background_worker_share_a_pipeline(
     assert running_worker(conn) == background          # the background worker served throughout
     states = external_workers(conn)
     assert [s for s, _ in states] == ["stopped", "stopped"]
+    assert metrics(conn)["external workers"] == 0
     # Each of the three did part of the work (the engine counts every worker's keys).
     everyone = conn.execute("SELECT keys_processed FROM aidb.pipeline_run_stats").fetchone()[0]
     assert all(keys > 0 for _, keys in states) and everyone > sum(k for _, k in states), states

@@ -102,7 +102,9 @@ SELECT p.name AS "pipeline",
         FROM pg_catalog.pg_index i
         JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_catalog.pg_am am ON am.oid = ic.relam
-        WHERE i.indrelid = p.destination AND am.amname IN ('hnsw', 'ivfflat')) AS "vector index"
+        WHERE i.indrelid = p.destination AND am.amname IN ('hnsw', 'ivfflat')) AS "vector index",
+       (SELECT count(*) FROM aidb.worker_heartbeats h
+        WHERE p.name = ANY (h.pipelines) AND aidb._external_worker_alive(h)) AS "external workers"
 FROM aidb.pipeline_registry p
 CROSS JOIN LATERAL aidb._pipeline_counts(p) c
 CROSS JOIN LATERAL aidb._worker_state(p.id) w

@@ -1,4 +1,4 @@
--- aidb extension script, part 45: external workers (aidb worker / aidb.Worker)
+-- aidb extension script, part 38: external workers (aidb worker / aidb.Worker)
 -- report heartbeats here; aidb.workers shows them beside the background workers.
 
 CREATE TABLE aidb.worker_heartbeats (
