@@ -17,7 +17,7 @@
  * trigger of a Live pipeline, call that function directly.
  *
  * Trigger arguments: pipeline id, key column, data column ('' = any column,
- * for pipelines with a source_filter). Only aidb._install_capture_triggers()
+ * for pipelines with a source_filter). Only aidb._create_capture_triggers()
  * attaches this function (EXECUTE is revoked from PUBLIC), so the arguments
  * are aidb's own.
  */
