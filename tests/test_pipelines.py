@@ -4,6 +4,7 @@ compared with an independent recomputation from the source rows
 (tests/support/pipeline_checks.py): same keys and parts, same values, same
 vectors."""
 
+import asyncio
 import os
 import random
 import signal
@@ -15,8 +16,10 @@ import pytest
 from conftest import TEST_API_KEY, wait_for
 from tests.support.workers import connection_lost
 from tests.support.pipeline_checks import (
-    assert_consistent, create_docs, create_fake_model, create_pipeline,
+    MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline,
     destination_contents, insert_docs, metrics, pending, pipeline_errors, run_pipeline)
+
+import aidb  # noqa: E402 — after pipeline_checks, which puts python/ first on sys.path
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima "
          "mike november oscar papa quebec romeo sierra tango uniform victor").split()
@@ -334,6 +337,22 @@ def test_source_filter_follows_rows_in_and_out(conn, fake_model):
     conn.execute("UPDATE docs SET published_time = NULL WHERE id = 4")
     run_pipeline(conn)
     assert destination_keys(conn) == set(range(2, 21, 2)) - {4} | {3}
+    assert_consistent(conn)
+
+
+def test_source_filter_with_a_percent_sign(cluster, dbname, conn, fake_model):
+    # Engine SQL uses %s placeholders, so a literal % in the filter must reach
+    # the server intact through both adapters' placeholder rewriting.
+    create_docs(conn, [(1, "draft: not yet"), (2, "100% done"), (3, "final text")])
+    conn.execute("SELECT aidb.create_pipeline('p', 'docs', source_data_column => 'body', "
+                 "step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config(%s), "
+                 "source_filter => %s)", (MODEL, "body NOT LIKE 'draft%' AND body <> '50%'"))
+    run_pipeline(conn)                                          # plpy
+    assert destination_keys(conn) == {2, 3}
+    insert_docs(conn, [(4, "draft again"), (5, "another final")])
+    worker = aidb.Worker(cluster.dsn(dbname), pipelines=["p"], once=True)   # psycopg
+    assert asyncio.run(worker.run()) == 0
+    assert destination_keys(conn) == {2, 3, 5}
     assert_consistent(conn)
 
 
