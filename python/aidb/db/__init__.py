@@ -7,6 +7,20 @@ Engine SQL is written with `%s` placeholders (psycopg's style); the plpy
 adapter turns them into `$n` parameters of a cached prepared plan.
 """
 
+import itertools
+import re
+
+_PLACEHOLDER = re.compile(r"%[s%]")
+
+
+def map_placeholders(sql, placeholder, percent):
+    """`sql` with its n-th `%s` (from 0) replaced by placeholder(n) and each
+    `%%` (a literal %) by `percent`: the one reading of engine SQL's
+    placeholders that both adapters rewrite."""
+    counter = itertools.count()
+    return _PLACEHOLDER.sub(
+        lambda m: percent if m.group() == "%%" else placeholder(next(counter)), sql)
+
 
 class Database:
     """What the engine needs from a database connection."""

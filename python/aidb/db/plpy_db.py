@@ -1,14 +1,10 @@
 """The engine's database inside PostgreSQL: a thin adapter over PL/Python's plpy."""
 
 import json
-import re
 
 import plpy
 
-from . import Database
-
-_PLACEHOLDER = re.compile(r"%[s%]")
-
+from . import Database, map_placeholders
 
 def _pg_type(value):
     """The parameter type to declare for a Python value (plpy needs one)."""
@@ -52,9 +48,7 @@ class PlpyDatabase(Database):
         key = (sql, types)
         plan = self._plans.get(key)
         if plan is None:
-            counter = iter(range(1, len(types) + 1))
-            numbered = _PLACEHOLDER.sub(
-                lambda m: "%" if m.group() == "%%" else f"${next(counter)}", sql)
+            numbered = map_placeholders(sql, lambda n: f"${n + 1}", percent="%")
             plan = plpy.prepare(numbered, list(types))
             self._plans[key] = plan
         return plan

@@ -1,12 +1,10 @@
 """The engine's database outside PostgreSQL: a psycopg 3 connection."""
 
 import functools
-import itertools
 import logging
-import re
 import threading
 
-from . import Database
+from . import Database, map_placeholders
 
 log = logging.getLogger("aidb.worker")
 
@@ -37,16 +35,10 @@ class PsycopgDatabase(Database):
         self.stop.wait(seconds)
 
 
-_PLACEHOLDER = re.compile(r"%[s%]")
-
-
 @functools.lru_cache(maxsize=256)
 def _binary_placeholders(sql, positions):
     """`sql` with the %s placeholders at `positions` (0-based) turned into %b."""
-    counter = itertools.count()
-    return _PLACEHOLDER.sub(
-        lambda m: "%%" if m.group() == "%%" else ("%b" if next(counter) in positions else "%s"),
-        sql)
+    return map_placeholders(sql, lambda n: "%b" if n in positions else "%s", percent="%%")
 
 
 def _binary_lists(sql, params):

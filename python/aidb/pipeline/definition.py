@@ -37,10 +37,6 @@ class Pipeline:
     def state(self):
         return f'aidb."_state_{self.id}"'
 
-    @property
-    def capture_function(self):
-        return f'aidb."_capture_{self.id}"'
-
 
 _LOAD = """
 SELECT p.id, p.name, p.source_kind, p.source_filter, p.steps::text AS steps,
