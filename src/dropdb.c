@@ -3,13 +3,22 @@
  * connected, and our workers are. This ProcessUtility hook stops a
  * database's pipeline workers first, and keeps the launcher from starting
  * new ones there while the drop runs.
+ *
+ * Any role that can connect may type DROP DATABASE, so the workers are
+ * stopped only for a command that PostgreSQL's own checks would let reach
+ * the "other sessions" check: run by the database's owner (or a
+ * superuser), outside a transaction block, on a database other than the
+ * current one. Anything else passes through untouched and fails there.
  */
 #include "aidb.h"
 
+#include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/timestamp.h"
 
 #include <signal.h>
@@ -83,15 +92,46 @@ call_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyT
 								dest, qc);
 }
 
+/* Whether the current user owns the database (superusers own everything). */
+static bool
+owns_database(Oid dboid)
+{
+#if PG_VERSION_NUM >= 160000
+	return object_ownercheck(DatabaseRelationId, dboid, GetUserId());
+#else
+	return pg_database_ownercheck(dboid, GetUserId());
+#endif
+}
+
+/*
+ * The database whose workers this statement may stop: a DROP DATABASE that
+ * passes PostgreSQL's own permission and transaction-block checks.
+ * InvalidOid for any other statement, for a database that does not exist,
+ * is the current one, or is not the current user's; they reach
+ * standard_ProcessUtility, which reports the error as always.
+ */
+static Oid
+database_to_drop(PlannedStmt *pstmt, ProcessUtilityContext context)
+{
+	Oid			dboid;
+
+	if (aidb_shared == NULL || !IsA(pstmt->utilityStmt, DropdbStmt))
+		return InvalidOid;
+	dboid = get_database_oid(((DropdbStmt *) pstmt->utilityStmt)->dbname, true);
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId || !owns_database(dboid))
+		return InvalidOid;
+	/* Raises the very error standard_ProcessUtility would, before we act. */
+	PreventInTransactionBlock(context == PROCESS_UTILITY_TOPLEVEL, "DROP DATABASE");
+	return dboid;
+}
+
 static void
 aidb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 					 ProcessUtilityContext context, ParamListInfo params,
 					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	Oid			dboid = InvalidOid;
+	Oid			dboid = database_to_drop(pstmt, context);
 
-	if (aidb_shared != NULL && IsA(pstmt->utilityStmt, DropdbStmt))
-		dboid = get_database_oid(((DropdbStmt *) pstmt->utilityStmt)->dbname, true);
 	if (!OidIsValid(dboid))
 	{
 		call_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
