@@ -19,20 +19,22 @@ RUN apt-get update \
         "postgresql-server-dev-$PG_MAJOR" build-essential python3-pip \
     && rm -rf /var/lib/apt/lists/*
 
-# Only what the PGXS build and `make install` read (see Makefile).
+# Only what the PGXS build and `make install` read (see Makefile), and the
+# script that builds and installs aidb for every major in CI (scripts/setup.sh).
 WORKDIR /usr/src/aidb
 COPY Makefile aidb.control ./
 COPY src ./src
 COPY sql/ext ./sql/ext
 COPY python ./python
+COPY scripts/install-aidb.sh ./scripts/
 
-# `make clean` first: a work tree's objects, built for another PostgreSQL,
-# must not be linked in. `make install` also pip-installs the engine's pinned
-# dependencies for /usr/bin/python3, the interpreter PL/Python embeds.
+# scripts/install-aidb.sh: `make clean`, `make`, `make install`; the install
+# also pip-installs the engine's pinned dependencies for /usr/bin/python3,
+# the interpreter PL/Python embeds. tests/test_docker_files.py runs this RUN
+# against a PostgreSQL 17 built from Debian's source package.
 # (${VAR:+...} leaves PIP_EXTRA_INDEX_URL unset when TORCH_INDEX_URL is empty.)
 ENV PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
-RUN make clean && make \
-    && env ${TORCH_INDEX_URL:+PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"} PIP_NO_CACHE_DIR=1 make install
+RUN env ${TORCH_INDEX_URL:+PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"} PIP_NO_CACHE_DIR=1 scripts/install-aidb.sh
 
 # Runs once, when the entrypoint initialises an empty data directory.
 COPY docker/initdb/10-aidb.sql /docker-entrypoint-initdb.d/

@@ -9,7 +9,11 @@ EXTENSION   = aidb
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" aidb.control)
 
 MODULE_big  = aidb
-PG_CFLAGS   = -Werror=implicit-function-declaration
+# Warnings are errors on every supported major, as pg_cron builds
+# (PostgreSQL's own headers trip -Wunused-parameter). A packager whose newer
+# compiler warns about something new can build with WERROR= meanwhile.
+WERROR     ?= -Werror
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter $(WERROR)
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
 
 # The install script is assembled from the numbered parts in sql/ext/, so that
@@ -39,6 +43,17 @@ install: install-engine
 # MB with the local model) only when the pinned requirements changed.
 # The engine is swapped in by rename, so a session loading it meanwhile never
 # sees a half-copied package.
+#
+# ENGINE_DEPS_ROOT shares the dependencies between PostgreSQL majors
+# (scripts/setup.sh sets it): they are installed once into
+# $(ENGINE_DEPS_ROOT)/<hash of the requirements>, never changed after, and
+# each major's deps/ is a symlink to it. Left empty (packaging, the Docker
+# image), deps/ is a directory of its own.
+ENGINE_DEPS_ROOT ?=
+ENGINE_REQUIREMENTS = python/requirements-engine.txt
+PIP_ENGINE_DEPS = $(ENGINE_PYTHON) -m pip install --quiet --disable-pip-version-check \
+	--no-warn-script-location -r $(ENGINE_REQUIREMENTS) --target
+
 install-engine:
 	rm -rf '$(ENGINE_DIR)/engine.new' '$(ENGINE_DIR)/engine.old'
 	$(MKDIR_P) '$(ENGINE_DIR)/engine.new'
@@ -47,14 +62,43 @@ install-engine:
 	if [ -d '$(ENGINE_DIR)/engine' ]; then mv '$(ENGINE_DIR)/engine' '$(ENGINE_DIR)/engine.old'; fi
 	mv '$(ENGINE_DIR)/engine.new' '$(ENGINE_DIR)/engine'
 	rm -rf '$(ENGINE_DIR)/engine.old'
-	@if cmp -s python/requirements-engine.txt '$(ENGINE_DIR)/deps/.requirements'; then \
+ifeq ($(ENGINE_DEPS_ROOT),)
+	@if [ ! -L '$(ENGINE_DIR)/deps' ] && cmp -s $(ENGINE_REQUIREMENTS) '$(ENGINE_DIR)/deps/.requirements'; then \
 		echo "engine dependencies are up to date"; \
 	else \
 		rm -rf '$(ENGINE_DIR)/deps' && \
-		$(ENGINE_PYTHON) -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-			--target '$(ENGINE_DIR)/deps' -r python/requirements-engine.txt && \
-		cp python/requirements-engine.txt '$(ENGINE_DIR)/deps/.requirements'; \
+		$(PIP_ENGINE_DEPS) '$(ENGINE_DIR)/deps' && \
+		cp $(ENGINE_REQUIREMENTS) '$(ENGINE_DIR)/deps/.requirements'; \
 	fi
+else
+	@set -e; \
+	shared='$(ENGINE_DEPS_ROOT)'/$$(sha256sum $(ENGINE_REQUIREMENTS) | cut -c1-16); \
+	if ! cmp -s $(ENGINE_REQUIREMENTS) "$$shared/.requirements"; then \
+		$(MKDIR_P) '$(ENGINE_DEPS_ROOT)'; \
+		tmp=$$(mktemp -d '$(ENGINE_DEPS_ROOT)/.new.XXXXXX'); \
+		if [ ! -L '$(ENGINE_DIR)/deps' ] && cmp -s $(ENGINE_REQUIREMENTS) '$(ENGINE_DIR)/deps/.requirements'; then \
+			echo "sharing this major's engine dependencies in $$shared"; \
+			cp -a '$(ENGINE_DIR)/deps/.' "$$tmp/"; \
+		else \
+			echo "installing the engine's dependencies into $$shared"; \
+			$(PIP_ENGINE_DEPS) "$$tmp" || { rm -rf "$$tmp"; exit 1; }; \
+			cp $(ENGINE_REQUIREMENTS) "$$tmp/.requirements"; \
+		fi; \
+		chmod 755 "$$tmp"; \
+		mv -T "$$tmp" "$$shared" 2>/dev/null || rm -rf "$$tmp"; \
+	fi; \
+	if [ "$$(readlink '$(ENGINE_DIR)/deps')" = "$$shared" ]; then \
+		echo "engine dependencies are up to date ($$shared)"; \
+	else \
+		ln -sfn "$$shared" '$(ENGINE_DIR)/deps.new'; \
+		if [ -d '$(ENGINE_DIR)/deps' ] && [ ! -L '$(ENGINE_DIR)/deps' ]; then \
+			rm -rf '$(ENGINE_DIR)/deps.old'; mv '$(ENGINE_DIR)/deps' '$(ENGINE_DIR)/deps.old'; \
+		fi; \
+		mv -T '$(ENGINE_DIR)/deps.new' '$(ENGINE_DIR)/deps'; \
+		rm -rf '$(ENGINE_DIR)/deps.old'; \
+		echo "engine dependencies: $(ENGINE_DIR)/deps -> $$shared"; \
+	fi
+endif
 
 uninstall: uninstall-engine
 uninstall-engine:

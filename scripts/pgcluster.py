@@ -21,7 +21,23 @@ import sys
 import tempfile
 import time
 
-PG_BIN = os.environ.get("AIDB_PG_BIN", "/usr/lib/postgresql/15/bin")
+
+
+def pg_bindir():
+    """The server binaries to use: $AIDB_PG_BIN, else the bindir of
+    $PG_CONFIG, else of the pg_config first on PATH (scripts/test.sh sets
+    PG_CONFIG for each major it tests)."""
+    if os.environ.get("AIDB_PG_BIN"):
+        return os.environ["AIDB_PG_BIN"]
+    pg_config = os.environ.get("PG_CONFIG") or shutil.which("pg_config")
+    if not pg_config:
+        raise RuntimeError("no PostgreSQL found: set PG_CONFIG (or AIDB_PG_BIN), "
+                           "or put pg_config on PATH")
+    return subprocess.run([pg_config, "--bindir"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+PG_BIN = pg_bindir()
 DEFAULT_DIR = "/var/tmp/aidb-cluster"
 DEFAULT_PORT = 5499
 
@@ -46,8 +62,9 @@ def free_port():
 class PgCluster:
     """One PostgreSQL cluster in `datadir`, owned by the postgres user when run as root."""
 
-    def __init__(self, datadir, port=None, settings=None):
+    def __init__(self, datadir, port=None, settings=None, bindir=None):
         self.datadir = datadir
+        self.bindir = bindir or PG_BIN
         self.port = port or free_port()
         self.settings = {**BASE_SETTINGS, **(settings or {})}
         self.logfile = os.path.join(datadir, "server.log")
@@ -98,7 +115,7 @@ class PgCluster:
     def psql(self, sql, dbname="postgres"):
         """Run SQL with psql; returns stdout (raises with stderr on failure)."""
         result = subprocess.run(
-            [os.path.join(PG_BIN, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+            [os.path.join(self.bindir, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
              "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql],
             capture_output=True, text=True)
         if result.returncode != 0:
@@ -118,7 +135,7 @@ class PgCluster:
             os.chmod(path, 0o700)
 
     def _run_server_command(self, program, *args):
-        command = [os.path.join(PG_BIN, program), *args]
+        command = [os.path.join(self.bindir, program), *args]
         if self.os_user:
             command = ["runuser", "-u", self.os_user, "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, cwd="/")
@@ -129,11 +146,11 @@ class PgCluster:
         return result.stdout
 
 
-def throwaway_cluster(settings=None):
+def throwaway_cluster(settings=None, bindir=None):
     """A new, started cluster in a fresh temporary directory."""
     parent = tempfile.mkdtemp(prefix="aidb-test-")
     os.chmod(parent, 0o755)
-    cluster = PgCluster(os.path.join(parent, "data"), settings=settings)
+    cluster = PgCluster(os.path.join(parent, "data"), settings=settings, bindir=bindir)
     cluster.init()
     cluster.start()
     return cluster

@@ -5,7 +5,10 @@
 # Arguments name test files to run instead of all (scripts/regress.sh workers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# The PostgreSQL to test: $PG_CONFIG, else the pg_config on PATH.
+PG_CONFIG=${PG_CONFIG:-$(command -v pg_config || true)}
+[ -n "$PG_CONFIG" ] || { echo "regress.sh: set PG_CONFIG or put pg_config on PATH" >&2; exit 1; }
+echo "pg_regress against $("$PG_CONFIG" --version) ($("$PG_CONFIG" --bindir))"
 
 work=$(mktemp -d /tmp/aidb-regress.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -4,10 +4,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PG_MAJOR picks the PostgreSQL major (default 15, bookworm's own). 15 comes
+# from Debian's packages; the majors bookworm does not package (17, 18) are
+# built from Debian's source packages into /opt/aidb-pg/MAJOR by
+# scripts/build-postgres.sh. `scripts/setup.sh --pg-config` prints the
+# pg_config of PG_MAJOR and installs nothing.
 PG_MAJOR=${PG_MAJOR:-15}
-PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 SYS_PYTHON=/usr/bin/python3          # the interpreter PL/Python embeds
 DEV_VENV=${AIDB_DEV_VENV:-/opt/aidb-dev-venv}   # pytest, bench, the aidb CLI
+# The engine's dependencies (torch, ...) are installed once here and shared
+# by every major's install (Makefile: ENGINE_DEPS_ROOT).
+export ENGINE_DEPS_ROOT=${ENGINE_DEPS_ROOT:-/opt/aidb-engine-deps}
+
+# Majors with a pinned Debian source in scripts/build-postgres.sh are built;
+# the others come from apt.
+case "$PG_MAJOR" in
+17|18) PG_SOURCE=build; PG_CONFIG=${AIDB_PG_ROOT:-/opt/aidb-pg}/$PG_MAJOR/bin/pg_config ;;
+*)     PG_SOURCE=apt;   PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config ;;
+esac
+if [ "${1:-}" = "--pg-config" ]; then echo "$PG_CONFIG"; exit 0; fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -25,8 +40,11 @@ apt_install() {
 
 # tesseract: step PerformOcr; DejaVu fonts: the tests render text to OCR.
 install_system_packages() {
-    apt_install "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" \
-        "postgresql-plpython3-$PG_MAJOR" build-essential dpkg-dev python3-pip python3-venv \
+    local postgres=()
+    if [ "$PG_SOURCE" = apt ]; then
+        postgres=("postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" "postgresql-plpython3-$PG_MAJOR")
+    fi
+    apt_install "${postgres[@]}" build-essential dpkg-dev python3-pip python3-venv \
         tesseract-ocr tesseract-ocr-eng fonts-dejavu-core
 }
 
@@ -59,9 +77,12 @@ install_dev_venv() {
 }
 
 install_system_packages
-install_pgvector
-say "building and installing aidb"
-make -s PG_CONFIG="$PG_CONFIG"
-make -s PG_CONFIG="$PG_CONFIG" install
+if [ "$PG_SOURCE" = build ]; then
+    scripts/build-postgres.sh "$PG_MAJOR"    # the server, PL/Python and pgvector
+else
+    install_pgvector
+fi
+say "building and installing aidb for PostgreSQL $PG_MAJOR ($PG_CONFIG)"
+PG_CONFIG="$PG_CONFIG" scripts/install-aidb.sh
 install_dev_venv
 say "setup complete"

@@ -16,6 +16,9 @@
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
 #include "utils/lsyscache.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"				/* VARDATA_ANY, VARSIZE_ANY_EXHDR moved here in 16 */
+#endif
 
 PG_FUNCTION_INFO_V1(aidb_float4_vector);
 

@@ -18,11 +18,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, ROOT)
 
-from pgcluster import throwaway_cluster  # noqa: E402
+from pgcluster import PG_BIN, throwaway_cluster  # noqa: E402
 from tests.support.model_server import ModelServerControl  # noqa: E402
 from tests.support.polling import wait_for  # noqa: E402,F401 — tests import it from here
 
 TEST_API_KEY = "sk-test-key-0123456789abcdef"
+
+
+def pytest_report_header():
+    """Which server the session tests (scripts/test.sh runs several majors;
+    PG_CONFIG or AIDB_PG_BIN picks one, see scripts/pgcluster.py)."""
+    version = subprocess.run([os.path.join(PG_BIN, "postgres"), "--version"],
+                             capture_output=True, text=True).stdout.strip()
+    return f"server: {version} ({PG_BIN})"
 
 
 @pytest.fixture(scope="session")
