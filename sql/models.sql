@@ -26,10 +26,16 @@ SELECT count(*) AS views_mentioning_key FROM aidb.models WHERE models::text LIKE
 SELECT aidb.create_model('ollama', 'ollama_embeddings', '{"model": "nomic-embed-text", "dimensions": 768}');
 SELECT name, config FROM aidb.models WHERE name = 'ollama';
 
--- Replacing credentials keeps the definition.
+-- Replacing credentials keeps the definition. credentials_env may name only
+-- the variables a superuser allowed (none by default).
 SELECT aidb.create_model('emb', 'openai_embeddings',
        '{"model": "text-embedding-3-small", "url": "http://127.0.0.1:9/v1"}',
        '{"credentials_env": "OPENAI_API_KEY"}', replace_credentials => true);
+SET aidb.allowed_credentials_env = 'OTHER_KEY, OPENAI_API_KEY';
+SELECT aidb.create_model('emb', 'openai_embeddings',
+       '{"model": "text-embedding-3-small", "url": "http://127.0.0.1:9/v1"}',
+       '{"credentials_env": "OPENAI_API_KEY"}', replace_credentials => true);
+RESET aidb.allowed_credentials_env;
 SELECT credentials FROM aidb.model_credentials WHERE model = 'emb';
 
 -- Rejected input: each a clear error, nothing created.

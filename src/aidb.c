@@ -24,6 +24,7 @@ int			aidb_worker_memory_limit = 2048;
  */
 static char *aidb_allowed_model_hosts = NULL;
 static char *aidb_allowed_local_paths = NULL;
+static char *aidb_allowed_credentials_env = NULL;
 
 void		_PG_init(void);
 
@@ -31,6 +32,7 @@ PG_FUNCTION_INFO_V1(aidb_engine_dir);
 PG_FUNCTION_INFO_V1(aidb_preloaded);
 PG_FUNCTION_INFO_V1(aidb_allowed_model_hosts_value);
 PG_FUNCTION_INFO_V1(aidb_allowed_local_paths_value);
+PG_FUNCTION_INFO_V1(aidb_allowed_credentials_env_value);
 
 /* Settings; each is documented in README.md ("Background workers"). */
 static void
@@ -69,6 +71,13 @@ define_gucs(void)
 							   "list of absolute paths.",
 							   "Empty (the default): no local directory may be read.",
 							   &aidb_allowed_local_paths, "",
+							   PGC_SUSET, GUC_LIST_INPUT, NULL, NULL, NULL);
+	DefineCustomStringVariable("aidb.allowed_credentials_env",
+							   "Environment variables that a model's credentials_env may name: "
+							   "a comma-separated list of variable names.",
+							   "Checked when a model is created and before each use; "
+							   "empty (the default): no variable may be read.",
+							   &aidb_allowed_credentials_env, "",
 							   PGC_SUSET, GUC_LIST_INPUT, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("aidb");
 }
@@ -123,4 +132,11 @@ Datum
 aidb_allowed_local_paths_value(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(aidb_allowed_local_paths ? aidb_allowed_local_paths : ""));
+}
+
+Datum
+aidb_allowed_credentials_env_value(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(aidb_allowed_credentials_env ?
+									 aidb_allowed_credentials_env : ""));
 }

@@ -267,9 +267,11 @@ def test_concurrent_requests_are_capped_and_results_stay_in_order(shared_conn, m
 
 
 def test_credentials_env_that_is_not_set_is_named(shared_conn, model_server):
+    shared_conn.execute("SET aidb.allowed_credentials_env = 'AIDB_TEST_UNSET'")
     create_openai_model(shared_conn, model_server,
                         credentials={"credentials_env": "AIDB_TEST_UNSET"})
     text = error_text(encode_error(shared_conn, "emb"))
+    shared_conn.execute("RESET aidb.allowed_credentials_env")
     assert "environment variable AIDB_TEST_UNSET is not set" in text
     assert model_server.state()["requests_total"] == 0
 
@@ -287,6 +289,7 @@ def test_credentials_env_is_read_from_the_server_environment(cluster_with_key_en
     pg = cluster_with_key_env
     pg.psql("CREATE EXTENSION aidb CASCADE")
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f"SET aidb.allowed_credentials_env = '{KEY_ENV}'")
         create_openai_model(conn, model_server, credentials={"credentials_env": KEY_ENV})
         assert_fake_vectors([encode(conn, "emb", "from the env")], ["from the env"])
         stored = conn.execute("SELECT credentials FROM aidb.model_credentials").fetchall()

@@ -159,6 +159,11 @@ CREATE FUNCTION aidb._allowed_local_paths() RETURNS text
     AS 'MODULE_PATHNAME', 'aidb_allowed_local_paths_value';
 COMMENT ON FUNCTION aidb._allowed_local_paths() IS
     'The value of aidb.allowed_local_paths: the directories file volumes may read.';
+CREATE FUNCTION aidb._allowed_credentials_env() RETURNS text
+    LANGUAGE c STABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'aidb_allowed_credentials_env_value';
+COMMENT ON FUNCTION aidb._allowed_credentials_env() IS
+    'The value of aidb.allowed_credentials_env: the variables credentials_env may name.';
 
 CREATE FUNCTION aidb.encode_text(model text, input text) RETURNS vector
     LANGUAGE plpython3u

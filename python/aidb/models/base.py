@@ -140,6 +140,16 @@ class Model:
         return self.error(f"the provider rejected the input (HTTP {status}): {message}",
                           category=RECORD_PERMANENT)
 
+    def unsendable_request(self):
+        """The HTTP client refused to send a request: a header holds a
+        character HTTP does not allow. Only the key can put one there
+        (config.resolve_api_key checks it first); retrying cannot help, and
+        the client's own message would echo the header."""
+        return self.error("the HTTP client refused to send the request: a header holds a "
+                          "character that HTTP does not allow", category=PIPELINE_PERMANENT,
+                          hint="Check the model's credentials; replace them with "
+                               "create_model(..., replace_credentials => true).")
+
     def error(self, cause, **kwargs):
         """A ModelError that names this model and never shows a secret."""
         return ModelError(f'model "{self.name}": {redact(cause)}', **kwargs)

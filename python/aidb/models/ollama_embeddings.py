@@ -5,7 +5,7 @@ import httpx
 from .base import EmbeddingModel
 from .config import ConfigChecker, check_credentials, resolve_api_key
 from .retry import TransientFailure, parse_retry_after
-from ..redact import remember_secret
+from ..redact import redact
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 SETTINGS = ("model", "url", "dimensions", "max_batch_size", "max_concurrent_requests",
@@ -29,7 +29,6 @@ class OllamaEmbeddings(EmbeddingModel):
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)
         api_key = resolve_api_key(name, self.credentials)
-        remember_secret(api_key)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=config["url"], headers=headers,
                                    timeout=config["timeout"])
@@ -42,6 +41,8 @@ class OllamaEmbeddings(EmbeddingModel):
             response = self.client.post("/api/embed", json=body)
         except httpx.TimeoutException:
             raise TransientFailure(f"no answer within {self.config['timeout']} s") from None
+        except (httpx.LocalProtocolError, UnicodeEncodeError):
+            raise self.unsendable_request() from None
         except httpx.TransportError as exc:
             raise TransientFailure(f"connection failed: {exc}") from None
         if response.status_code != 200:
@@ -61,4 +62,4 @@ def _error_message(response):
     try:
         return str(response.json().get("error") or response.text)
     except ValueError:
-        return response.text[:200]
+        return redact(response.text)[:200]      # cut after redacting, never across a key

@@ -8,7 +8,6 @@ import httpx
 import openai
 
 from ..pgvector import float4_array, float4_array_from_bytes
-from ..redact import remember_secret
 from .base import EmbeddingModel
 from .config import ConfigChecker, check_credentials, resolve_api_key
 from .retry import TransientFailure, parse_retry_after
@@ -77,7 +76,6 @@ def openai_client(model):
     """An SDK client for the url and key of `model` (a base.Model with
     "url" and "timeout" settings)."""
     api_key = resolve_api_key(model.name, model.credentials)
-    remember_secret(api_key)
     # Retries are ours (base.Model.run_with_retries), so the SDK must not add its own.
     return openai.OpenAI(
         # OpenAI-compatible servers often need no key; the SDK insists on one.
@@ -101,7 +99,11 @@ def provider_errors(model):
     except openai.APITimeoutError:
         raise TransientFailure(f"no answer within {model.config['timeout']} s") from None
     except openai.APIConnectionError as exc:
+        if isinstance(exc.__cause__, (httpx.LocalProtocolError, UnicodeEncodeError)):
+            raise model.unsendable_request() from None
         raise TransientFailure(f"connection failed: {exc.__cause__ or exc}") from None
+    except UnicodeEncodeError:      # httpx encodes headers as ASCII, before any connection
+        raise model.unsendable_request() from None
 
 
 def _error_message(exc):

@@ -7,6 +7,7 @@ from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRI
 from .. import egress
 from ..privileges import require_aidb_user
 from . import validate_model
+from .config import CREDENTIALS_ENV_QUERY, check_credentials_env, check_env_key_if_set
 
 
 def _json(value):
@@ -18,7 +19,8 @@ def load_definition(db, name):
     see it. Credentials are row-level protected: only the owner reads them."""
     rows = db.query(
         "SELECT m.provider, m.config::text AS config, m.has_credentials, m.owner::text AS owner, "
-        "       c.credentials::text AS credentials, aidb._allowed_model_hosts() AS allowed_hosts "
+        "       c.credentials::text AS credentials, aidb._allowed_model_hosts() AS allowed_hosts, "
+        "       aidb._allowed_credentials_env() AS allowed_env "
         "FROM aidb.models m LEFT JOIN aidb.model_credentials c ON c.model = m.name "
         "WHERE m.name = %s", name)
     if not rows:
@@ -30,9 +32,11 @@ def load_definition(db, name):
                         sqlstate=INSUFFICIENT_PRIVILEGE,
                         detail=f'Only its owner, role {row["owner"]}, can use its credentials.')
     config = _json(row["config"])
-    # Checked at each use too: the setting may have been tightened since.
+    credentials = _json(row["credentials"])
+    # Checked at each use too: the settings may have been tightened since.
     egress.check_model_url(name, config.get("url"), row["allowed_hosts"])
-    return row["provider"], config, _json(row["credentials"])
+    check_credentials_env(name, credentials, row["allowed_env"])
+    return row["provider"], config, credentials
 
 
 def create_model(db, name, provider, config, credentials, replace_credentials):
@@ -42,6 +46,8 @@ def create_model(db, name, provider, config, credentials, replace_credentials):
     require_aidb_user(db, "create models")
     config = validate_model(name, provider, config, credentials)
     egress.check_model_url(name, config.get("url"), db.query(egress.HOSTS_QUERY)[0]["v"])
+    check_credentials_env(name, credentials, db.query(CREDENTIALS_ENV_QUERY)[0]["v"])
+    check_env_key_if_set(name, credentials)
     existing = db.query("SELECT provider, config::text AS config, owner::text AS owner, "
                         "pg_catalog.pg_has_role(owner, 'MEMBER') AS is_owner "
                         "FROM aidb.models WHERE name = %s", name)
