@@ -14,6 +14,9 @@
  *   worker.c     the per-pipeline worker loop
  *   dropdb.c     stops a database's workers before DROP DATABASE
  *   capture.c    the capture trigger's fast path: keys straight into a backlog
+ *   dependency.c ties per-pipeline objects to the extension (DROP EXTENSION)
+ *
+ * src/README.md draws the launcher's and a worker's states and transitions.
  */
 #ifndef AIDB_H
 #define AIDB_H
@@ -34,18 +37,30 @@ extern int	aidb_worker_memory_limit;	/* MB of resident memory */
 
 /* ---- shared state (shmem.c) ---- */
 
-/* What a Background pipeline's worker is doing, as aidb.pipem shows it. */
+/*
+ * What a Background pipeline's worker is doing. Crosses to SQL as the code
+ * that aidb_worker_state_code() gives (aidb._worker_entry); the words users
+ * read are chosen in SQL alone (aidb._worker_state, 35_workers.sql).
+ */
 typedef enum AidbWorkerState
 {
-	AIDB_WORKER_NONE = 0,		/* no worker yet */
-	AIDB_WORKER_WAITING,		/* no free background worker slot */
-	AIDB_WORKER_STARTING,
-	AIDB_WORKER_RUNNING,		/* processing or sleeping on its latch */
-	AIDB_WORKER_BACKOFF,		/* last batch failed; waiting before retrying */
-	AIDB_WORKER_CANNOT_LOGIN	/* the owner role has no LOGIN */
+	AIDB_WORKER_NONE = 0,		/* no worker yet: code NULL */
+	AIDB_WORKER_WAITING,		/* 'waiting': no free background worker slot */
+	AIDB_WORKER_STARTING,		/* 'starting': registered, not yet serving */
+	AIDB_WORKER_RUNNING,		/* 'running': processing or sleeping on its latch */
+	AIDB_WORKER_BACKOFF,		/* 'backoff': last batch failed; waiting to retry */
+	AIDB_WORKER_CANNOT_LOGIN	/* 'cannot_login': the owner role has no LOGIN */
 } AidbWorkerState;
 
-/* One Background pipeline of one database. */
+/*
+ * One Background pipeline of one database. Publishers and discoveries say
+ * whether it is wanted; the launcher starts and stops its worker. `pid` is
+ * the worker that owns the entry: a worker claims it (pid 0 -> its own) before
+ * it serves, and only the owner changes pid, worker_latch, the RUNNING and
+ * BACKOFF states and the progress fields, releasing the entry as it exits.
+ * So an entry has at most one worker, and an old worker leaving never
+ * clears a newer one's latch. Only the launcher frees an entry (in_use).
+ */
 typedef struct AidbPipelineEntry
 {
 	bool		in_use;
@@ -57,11 +72,10 @@ typedef struct AidbPipelineEntry
 	char		dbname[NAMEDATALEN];
 	uint64		scan_generation;	/* discovery scan that last saw it */
 	AidbWorkerState state;
-	pid_t		pid;
-	Latch	   *worker_latch;	/* set by commits that add to its backlog */
+	pid_t		pid;			/* the worker that owns the entry, or 0 */
+	Latch	   *worker_latch;	/* its latch: set by commits that add to the backlog */
 	bool		urgent_wakeup;	/* errors were cleared: end a back-off now */
 	uint64		published_seq;	/* publish_seq of the last change written here */
-	bool		warned_no_slot; /* the WARNING about slots is logged once */
 	TimestampTz last_batch;
 	double		rows_per_second;
 } AidbPipelineEntry;
@@ -71,8 +85,8 @@ typedef struct AidbPipelineEntry
 
 typedef struct AidbShared
 {
-	LWLock	   *lock;
-	Latch	   *launcher_latch;
+	LWLock	   *lock;			/* held for loads and stores only */
+	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	pid_t		launcher_pid;
 	uint64		scan_generation;
 	uint64		publish_seq;	/* counts commit-time publishes of registry changes */
@@ -91,7 +105,8 @@ extern AidbPipelineEntry *aidb_find_or_add_entry(Oid dboid, int32 pipeline_id);
 extern void aidb_set_entry(AidbPipelineEntry *entry, Oid owner, bool can_login,
 						   const char *name, const char *dbname);
 extern void aidb_request_rescan(Oid dboid, bool wake_launcher);
-extern const char *aidb_worker_state_name(AidbWorkerState state);
+extern void aidb_wake_launcher(void);
+extern const char *aidb_worker_state_code(AidbWorkerState state);
 extern void aidb_request_wakeup(int32 pipeline_id, bool urgent);
 
 /* ---- background workers ---- */

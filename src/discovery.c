@@ -89,6 +89,8 @@ static void
 publish(FoundPipeline *found, int n, uint64 generation, uint64 seen_publish_seq,
 		const char *dbname)
 {
+	int			no_room = -1;	/* a pipeline that found no free entry (warned, unlocked) */
+
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
@@ -96,8 +98,7 @@ publish(FoundPipeline *found, int n, uint64 generation, uint64 seen_publish_seq,
 
 		if (entry == NULL)
 		{
-			elog(WARNING, "aidb: more than %d Background pipelines; \"%s\" gets no worker",
-				 AIDB_MAX_ENTRIES, found[i].name);
+			no_room = i;
 			continue;
 		}
 		entry->scan_generation = generation;
@@ -113,8 +114,10 @@ publish(FoundPipeline *found, int n, uint64 generation, uint64 seen_publish_seq,
 			entry->wanted = false;
 	}
 	LWLockRelease(aidb_shared->lock);
-	if (aidb_shared->launcher_latch)
-		SetLatch(aidb_shared->launcher_latch);
+	if (no_room >= 0)
+		elog(WARNING, "aidb: more than %d Background pipelines; \"%s\" and maybe others get no worker",
+			 AIDB_MAX_ENTRIES, found[no_room].name);
+	aidb_wake_launcher();
 }
 
 /* Worker entry point: connect, read, publish, exit. */

@@ -27,12 +27,17 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 
 #define STOP_WAIT_MS 10000
 
-/* Ask every worker of the database to exit; wait (bounded) until they have. */
+/*
+ * Ask every worker of the database to exit; wait (bounded) until they have.
+ * The pids are read under the lock and signalled after it (the lock is for
+ * loads and stores): the small window between is pg_terminate_backend's.
+ */
 static void
 stop_database_workers(Oid dboid)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_WAIT_MS);
-	bool		any_left = true;
+	pid_t		pids[AIDB_MAX_ENTRIES];
+	int			n_pids = 1;
 
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
 	aidb_shared->dropping_dboid = dboid;
@@ -40,25 +45,23 @@ stop_database_workers(Oid dboid)
 		if (aidb_shared->entries[i].in_use && aidb_shared->entries[i].dboid == dboid)
 			aidb_shared->entries[i].wanted = false;
 	LWLockRelease(aidb_shared->lock);
-	if (aidb_shared->launcher_latch)
-		SetLatch(aidb_shared->launcher_latch);
+	aidb_wake_launcher();
 
-	while (any_left && GetCurrentTimestamp() < deadline)
+	while (n_pids > 0 && GetCurrentTimestamp() < deadline)
 	{
-		any_left = false;
+		n_pids = 0;
 		LWLockAcquire(aidb_shared->lock, LW_SHARED);
 		for (int i = 0; i < AIDB_MAX_ENTRIES; i++)
 		{
 			AidbPipelineEntry *entry = &aidb_shared->entries[i];
 
 			if (entry->in_use && entry->dboid == dboid && entry->pid > 0)
-			{
-				kill(entry->pid, SIGTERM);
-				any_left = true;
-			}
+				pids[n_pids++] = entry->pid;
 		}
 		LWLockRelease(aidb_shared->lock);
-		if (any_left)
+		for (int i = 0; i < n_pids; i++)
+			(void) kill(pids[i], SIGTERM);
+		if (n_pids > 0)
 			pg_usleep(50 * 1000L);
 		CHECK_FOR_INTERRUPTS();
 	}

@@ -10,7 +10,18 @@
  * what no commit reported (DROP EXTENSION, restored databases, a crash
  * restart). It starts or stops pipeline workers (worker.c) until the running
  * set matches. It wakes up when a pipeline changes (at commit), when one of
- * its workers starts or stops (bgw_notify_pid), and at naptime.
+ * its workers starts or stops (bgw_notify_pid), when any worker exits (the
+ * worker sets our latch), and at naptime.
+ *
+ * The launcher may be killed and restarted while its workers run on: the
+ * postmaster restarts it after SIGTERM (a SIGKILL is a crash, which resets
+ * everything). A worker owns its shared entry (worker.c), so the new
+ * launcher sees which pipelines already have a worker and adopts it, with
+ * no handle: it stops it by pid and learns of its exit from the latch.
+ * The shared lock is held for loads and stores only: each pass copies the
+ * entries, acts on the copy, and writes back what changed under conditions
+ * that respect what workers and commits wrote meanwhile. src/README.md draws
+ * the states and transitions.
  */
 #include "aidb.h"
 
@@ -26,12 +37,18 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 /* Launcher-local bookkeeping, indexed like aidb_shared->entries. */
-static BackgroundWorkerHandle *worker_handles[AIDB_MAX_ENTRIES];
+static BackgroundWorkerHandle *worker_handles[AIDB_MAX_ENTRIES];	/* workers we started */
 static TimestampTz worker_started_at[AIDB_MAX_ENTRIES];
+static bool adopted[AIDB_MAX_ENTRIES];	/* owned by a worker we did not start */
+static bool warned_no_slot[AIDB_MAX_ENTRIES];	/* the WARNING about slots is logged once */
+
+/* The entries as one pass of reconcile_workers saw them. */
+static AidbPipelineEntry *entry_copies;
 
 /* One running discovery per database; a request during it runs it again after. */
 typedef struct Discovery
@@ -215,14 +232,47 @@ discoveries_requested(void)
 	return requested;
 }
 
-/* Count pipeline workers that exist or are being started. */
+/* Copy the entries in use: a pass decides on this copy, with the lock released. */
+static void
+copy_entries(void)
+{
+	LWLockAcquire(aidb_shared->lock, LW_SHARED);
+	for (int i = 0; i < AIDB_MAX_ENTRIES; i++)
+	{
+		entry_copies[i].in_use = aidb_shared->entries[i].in_use;
+		if (entry_copies[i].in_use)
+			entry_copies[i] = aidb_shared->entries[i];
+	}
+	LWLockRelease(aidb_shared->lock);
+}
+
+/*
+ * Forget the handles of our workers that have exited. Before the copy: a
+ * worker releases its entry before it exits, so the copy then shows them gone.
+ */
+static void
+reap_workers(void)
+{
+	pid_t		pid;
+
+	for (int i = 0; i < AIDB_MAX_ENTRIES; i++)
+	{
+		if (worker_handles[i] == NULL ||
+			GetBackgroundWorkerPid(worker_handles[i], &pid) != BGWH_STOPPED)
+			continue;
+		pfree(worker_handles[i]);
+		worker_handles[i] = NULL;
+	}
+}
+
+/* Count pipeline workers that exist or are being started, ours and adopted. */
 static int
 running_workers(void)
 {
 	int			count = 0;
 
 	for (int i = 0; i < AIDB_MAX_ENTRIES; i++)
-		if (worker_handles[i] != NULL)
+		if (worker_handles[i] != NULL || (entry_copies[i].in_use && entry_copies[i].pid != 0))
 			count++;
 	return count;
 }
@@ -233,11 +283,11 @@ running_workers(void)
  * moment.
  */
 static void
-warn_no_slot(AidbPipelineEntry *entry, bool capped)
+warn_no_slot(int i, AidbPipelineEntry *entry, bool capped)
 {
-	if (entry->warned_no_slot || (!capped && discoveries != NIL))
+	if (warned_no_slot[i] || (!capped && discoveries != NIL))
 		return;
-	entry->warned_no_slot = true;
+	warned_no_slot[i] = true;
 	if (capped)
 		ereport(WARNING,
 				(errmsg("aidb: pipeline \"%s\" waits for a worker: aidb.max_workers (%d) are running",
@@ -251,56 +301,122 @@ warn_no_slot(AidbPipelineEntry *entry, bool capped)
 						 "the worker starts as soon as a slot frees.", max_worker_processes)));
 }
 
-/* Stop the worker of an entry that is no longer wanted; free it once gone. */
+/*
+ * Write a state the launcher decided into entry i, unless a worker has
+ * claimed the entry since the copy (the owner writes its own state) or the
+ * owner role lost LOGIN meanwhile.
+ */
 static void
-stop_worker(int i, AidbPipelineEntry *entry)
+set_state(int i, AidbWorkerState state)
 {
-	pid_t		pid;
+	AidbPipelineEntry *entry = &aidb_shared->entries[i];
 
-	if (worker_handles[i] != NULL)
-	{
-		TerminateBackgroundWorker(worker_handles[i]);
-		if (GetBackgroundWorkerPid(worker_handles[i], &pid) != BGWH_STOPPED)
-			return;				/* notified again when it is gone */
-		pfree(worker_handles[i]);
-		worker_handles[i] = NULL;
-	}
-	entry->in_use = false;
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	if (entry->in_use && entry->pid == 0 && entry->state != AIDB_WORKER_CANNOT_LOGIN)
+		entry->state = state;
+	LWLockRelease(aidb_shared->lock);
 }
 
-/* Start the worker of a wanted entry if it has none; returns whether it waits for one. */
+/* Free entry i if it is still unwanted and ownerless; true if freed. */
 static bool
-ensure_worker(int i, AidbPipelineEntry *entry, TimestampTz now)
+free_entry(int i)
+{
+	AidbPipelineEntry *entry = &aidb_shared->entries[i];
+	bool		freed = false;
+
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	if (entry->in_use && !entry->wanted && entry->pid == 0)
+	{
+		entry->in_use = false;
+		freed = true;
+	}
+	LWLockRelease(aidb_shared->lock);
+	if (freed)
+	{
+		worker_started_at[i] = 0;
+		adopted[i] = warned_no_slot[i] = false;
+	}
+	return freed;
+}
+
+/*
+ * SIGTERM to the worker that owns entry i, read afresh just before: the
+ * same small window as pg_terminate_backend's between a pid and its signal
+ * (an owner releases its entry before it exits).
+ */
+static void
+terminate_owner(int i)
 {
 	pid_t		pid;
 
+	LWLockAcquire(aidb_shared->lock, LW_SHARED);
+	pid = aidb_shared->entries[i].pid;
+	LWLockRelease(aidb_shared->lock);
+	if (pid != 0)
+		(void) kill(pid, SIGTERM);
+}
+
+/*
+ * Stop whatever worker entry i has: the one we started, through its
+ * handle; an adopted one (or one that beat ours to the claim), by pid (ours
+ * may get SIGTERM twice: harmless). Each exit wakes us again; `forget`:
+ * free the entry once no worker is left.
+ */
+static void
+stop_worker(int i, AidbPipelineEntry *copy, bool forget)
+{
 	if (worker_handles[i] != NULL)
+		TerminateBackgroundWorker(worker_handles[i]);
+	if (copy->pid != 0)
+		terminate_owner(i);
+	if (forget && worker_handles[i] == NULL && copy->pid == 0)
+		(void) free_entry(i);
+}
+
+/*
+ * Start the worker of a wanted entry if it has none; returns whether it
+ * waits for one. A worker owns the entry it serves: one that owns it
+ * without our handle was started by a previous launcher, and is adopted.
+ */
+static bool
+ensure_worker(int i, AidbPipelineEntry *copy, TimestampTz now, int *running)
+{
+	if (copy->pid != 0 && worker_handles[i] == NULL && !adopted[i])
 	{
-		if (GetBackgroundWorkerPid(worker_handles[i], &pid) != BGWH_STOPPED)
-			return false;
-		pfree(worker_handles[i]);	/* it died: start another below */
-		worker_handles[i] = NULL;
-		entry->state = AIDB_WORKER_NONE;
+		adopted[i] = true;
+		ereport(LOG, (errmsg("aidb launcher: adopted the running worker of pipeline \"%s\" (pid %d)",
+							 copy->name, (int) copy->pid)));
 	}
-	if (entry->state == AIDB_WORKER_CANNOT_LOGIN || !aidb_enable_background_workers)
+	if (copy->pid == 0)
+		adopted[i] = false;
+	if (copy->pid != 0 || worker_handles[i] != NULL)
+		return false;
+	/* a worker of ours that exited without serving (lost its claim, failed to connect) */
+	if (copy->state == AIDB_WORKER_STARTING)
+		set_state(i, AIDB_WORKER_NONE);
+	if (copy->state == AIDB_WORKER_CANNOT_LOGIN)
 		return false;
 	if (!TimestampDifferenceExceeds(worker_started_at[i], now, RESTART_DELAY_MS))
 		return true;
-	if (running_workers() >= aidb_max_workers)
+	if (*running >= aidb_max_workers)
 	{
-		entry->state = AIDB_WORKER_WAITING;
-		warn_no_slot(entry, true);
+		if (copy->state != AIDB_WORKER_WAITING)
+			set_state(i, AIDB_WORKER_WAITING);
+		warn_no_slot(i, copy, true);
 		return true;
 	}
-	if (!aidb_start_pipeline_worker(entry, &worker_handles[i]))
+	if (!aidb_start_pipeline_worker(copy, &worker_handles[i]))
 	{
-		entry->state = AIDB_WORKER_WAITING;
-		warn_no_slot(entry, false);
+		worker_handles[i] = NULL;
+		if (copy->state != AIDB_WORKER_WAITING)
+			set_state(i, AIDB_WORKER_WAITING);
+		warn_no_slot(i, copy, false);
 		return true;
 	}
+	(*running)++;
 	worker_started_at[i] = now;
-	entry->state = AIDB_WORKER_STARTING;
-	entry->warned_no_slot = false;
+	set_state(i, AIDB_WORKER_STARTING);
+	warned_no_slot[i] = false;
 	return false;
 }
 
@@ -310,26 +426,38 @@ reconcile_workers(void)
 {
 	bool		waiting = false;
 	TimestampTz now = GetCurrentTimestamp();
+	int			running;
 
-	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	reap_workers();
+	copy_entries();
+	running = running_workers();
 	for (int i = 0; i < AIDB_MAX_ENTRIES; i++)
 	{
-		AidbPipelineEntry *entry = &aidb_shared->entries[i];
+		AidbPipelineEntry *copy = &entry_copies[i];
 
-		if (!entry->in_use)
+		if (!copy->in_use)
 			continue;
-		if (!entry->wanted || !aidb_enable_background_workers)
-		{
-			if (!entry->wanted)
-				stop_worker(i, entry);
-			else if (worker_handles[i] != NULL)
-				TerminateBackgroundWorker(worker_handles[i]);
-			continue;
-		}
-		waiting |= ensure_worker(i, entry, now);
+		if (!copy->wanted)
+			stop_worker(i, copy, true);
+		else if (!aidb_enable_background_workers)
+			stop_worker(i, copy, false);
+		else
+			waiting |= ensure_worker(i, copy, now, &running);
+	}
+	return waiting;
+}
+
+/* On exit: commits and workers must stop setting our latch. */
+static void
+launcher_exit(int code, Datum arg)
+{
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	if (aidb_shared->launcher_pid == MyProcPid)
+	{
+		aidb_shared->launcher_pid = 0;
+		aidb_shared->launcher_latch = NULL;
 	}
 	LWLockRelease(aidb_shared->lock);
-	return waiting;
 }
 
 /* The launcher's main loop: discover, reconcile, sleep. */
@@ -343,7 +471,10 @@ aidb_launcher_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);	/* shared catalogs only */
 	pgstat_report_appname("aidb launcher");
+	entry_copies = MemoryContextAllocZero(TopMemoryContext,
+										  sizeof(AidbPipelineEntry) * AIDB_MAX_ENTRIES);
 
+	on_shmem_exit(launcher_exit, 0);
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
 	aidb_shared->launcher_pid = MyProcPid;
 	aidb_shared->launcher_latch = MyLatch;

@@ -52,7 +52,7 @@ static bool xact_callback_registered = false;
 
 PG_FUNCTION_INFO_V1(aidb_wake_pipeline);
 PG_FUNCTION_INFO_V1(aidb_publish_pipeline);
-PG_FUNCTION_INFO_V1(aidb_worker_state);
+PG_FUNCTION_INFO_V1(aidb_worker_entry);
 
 /* Ask for our shared memory and our lock (PostgreSQL 15+: in this hook). */
 static void
@@ -163,32 +163,51 @@ aidb_request_rescan(Oid dboid, bool wake_launcher)
 	else if (!queued)
 		aidb_shared->rescan_dboids[aidb_shared->n_rescans++] = dboid;
 	LWLockRelease(aidb_shared->lock);
-	if (wake_launcher && aidb_shared->launcher_latch)
-		SetLatch(aidb_shared->launcher_latch);
+	if (wake_launcher)
+		aidb_wake_launcher();
 }
 
+/*
+ * Set the launcher's latch, if a launcher runs. The pointer is read once: a
+ * launcher that exits clears it. (A latch set just after its launcher left
+ * wakes whichever process took over that PGPROC: a spurious wake-up, which
+ * every latch user tolerates.)
+ */
+void
+aidb_wake_launcher(void)
+{
+	Latch	   *latch = ((volatile AidbShared *) aidb_shared)->launcher_latch;
+
+	if (latch)
+		SetLatch(latch);
+}
+
+/* The code by which a worker state crosses to SQL (NULL: no state to show). */
 const char *
-aidb_worker_state_name(AidbWorkerState state)
+aidb_worker_state_code(AidbWorkerState state)
 {
 	switch (state)
 	{
 		case AIDB_WORKER_WAITING:
-			return "WaitingForWorker";
+			return "waiting";
 		case AIDB_WORKER_STARTING:
 			return "starting";
 		case AIDB_WORKER_RUNNING:
 			return "running";
 		case AIDB_WORKER_BACKOFF:
-			return "backing off after errors";
+			return "backoff";
 		case AIDB_WORKER_CANNOT_LOGIN:
-			return "owner role cannot log in";
+			return "cannot_login";
 		default:
 			return NULL;
 	}
 }
 
-/* Write one registry change into the shared table (lock held). */
-static void
+/*
+ * Write one registry change into the shared table (lock held); false if a
+ * Background pipeline found no free entry (the caller warns, unlocked).
+ */
+static bool
 apply_publish(PendingPublish *change)
 {
 	AidbPipelineEntry *entry = change->background
@@ -196,50 +215,67 @@ apply_publish(PendingPublish *change)
 		: aidb_find_entry(MyDatabaseId, change->pipeline_id);
 
 	if (entry == NULL)
-	{
-		if (change->background)
-			elog(WARNING, "aidb: more than %d Background pipelines; \"%s\" gets no worker",
-				 AIDB_MAX_ENTRIES, change->name);
-		return;
-	}
+		return !change->background;
 	/* a discovery that read the registry before this commit must not undo it */
 	entry->published_seq = ++aidb_shared->publish_seq;
 	if (change->background)
 		aidb_set_entry(entry, change->owner, change->can_login, change->name, change->dbname);
 	else
 		entry->wanted = false;
+	return true;
+}
+
+/*
+ * Deliver this transaction's publishes and wake-ups. Under the lock only
+ * loads and stores: the latches to set and the publishes that found no room
+ * are collected, and set or reported once it is released.
+ */
+static void
+deliver_at_commit(void)
+{
+	int			n_wakeups = list_length(pending_pipeline_wakeups);
+	Latch	  **latches = palloc0(sizeof(Latch *) * Max(n_wakeups, 1));
+	bool	   *no_room = palloc0(sizeof(bool) * Max(list_length(pending_publishes), 1));
+	int			n_latches = 0;
+	ListCell   *cell;
+
+	LWLockAcquire(aidb_shared->lock, (pending_urgent_wakeups != NIL || pending_publishes != NIL)
+				  ? LW_EXCLUSIVE : LW_SHARED);
+	foreach(cell, pending_publishes)
+		no_room[foreach_current_index(cell)] = !apply_publish(lfirst(cell));
+	foreach(cell, pending_pipeline_wakeups)
+	{
+		AidbPipelineEntry *entry = aidb_find_entry(MyDatabaseId, lfirst_int(cell));
+
+		if (entry && list_member_int(pending_urgent_wakeups, entry->pipeline_id))
+			entry->urgent_wakeup = true;
+		if (entry && entry->worker_latch)
+			latches[n_latches++] = entry->worker_latch;
+	}
+	LWLockRelease(aidb_shared->lock);
+
+	/* A latch whose worker exited meanwhile wakes its PGPROC's next owner: harmless. */
+	for (int i = 0; i < n_latches; i++)
+		SetLatch(latches[i]);
+	foreach(cell, pending_publishes)
+		if (no_room[foreach_current_index(cell)])
+			elog(WARNING, "aidb: more than %d Background pipelines; \"%s\" gets no worker",
+				 AIDB_MAX_ENTRIES, ((PendingPublish *) lfirst(cell))->name);
+	if (pending_publishes != NIL)
+		aidb_wake_launcher();
 }
 
 /* At commit, deliver the wake-ups and publishes asked for; otherwise drop them. */
 static void
 aidb_xact_callback(XactEvent event, void *arg)
 {
-	ListCell   *cell;
-	bool		urgent = pending_urgent_wakeups != NIL;
-
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT && event != XACT_EVENT_PREPARE &&
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
 	/* (PREPARE: nothing is delivered at COMMIT PREPARED; the next full rescan sees it.) */
-	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) && aidb_shared)
-	{
-		LWLockAcquire(aidb_shared->lock,
-					  (urgent || pending_publishes != NIL) ? LW_EXCLUSIVE : LW_SHARED);
-		foreach(cell, pending_publishes)
-			apply_publish(lfirst(cell));
-		foreach(cell, pending_pipeline_wakeups)
-		{
-			AidbPipelineEntry *entry = aidb_find_entry(MyDatabaseId, lfirst_int(cell));
-
-			if (entry && list_member_int(pending_urgent_wakeups, entry->pipeline_id))
-				entry->urgent_wakeup = true;
-			if (entry && entry->worker_latch)
-				SetLatch(entry->worker_latch);
-		}
-		LWLockRelease(aidb_shared->lock);
-		if (pending_publishes != NIL && aidb_shared->launcher_latch)
-			SetLatch(aidb_shared->launcher_latch);
-	}
+	if ((event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT) && aidb_shared &&
+		(pending_pipeline_wakeups != NIL || pending_publishes != NIL))
+		deliver_at_commit();
 	/* the lists live in TopTransactionContext, which goes away now */
 	pending_pipeline_wakeups = NIL;
 	pending_urgent_wakeups = NIL;
@@ -352,9 +388,14 @@ aidb_publish_pipeline(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* aidb._worker_state(pipeline_id) -> (state, pid), for aidb.pipem. */
+/*
+ * aidb._worker_entry(pipeline_id) -> (code, pid, last_batch, rows_per_second):
+ * the worker of a Background pipeline as the shared table knows it. The
+ * state goes out as its code (aidb_worker_state_code); aidb._worker_state
+ * (35_workers.sql) turns it into the words of aidb.pipem and aidb.workers.
+ */
 Datum
-aidb_worker_state(PG_FUNCTION_ARGS)
+aidb_worker_entry(PG_FUNCTION_ARGS)
 {
 	int32		pipeline_id = PG_GETARG_INT32(0);
 	TupleDesc	tupdesc;
@@ -364,7 +405,7 @@ aidb_worker_state(PG_FUNCTION_ARGS)
 	AidbPipelineEntry *entry;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "aidb._worker_state must return a record");
+		elog(ERROR, "aidb._worker_entry must return a record");
 	if (aidb_shared != NULL)
 	{
 		LWLockAcquire(aidb_shared->lock, LW_SHARED);
@@ -372,9 +413,9 @@ aidb_worker_state(PG_FUNCTION_ARGS)
 		if (entry)
 			copy = *entry;
 		LWLockRelease(aidb_shared->lock);
-		if (entry && copy.wanted && aidb_worker_state_name(copy.state))
+		if (entry && copy.wanted && aidb_worker_state_code(copy.state))
 		{
-			values[0] = CStringGetTextDatum(aidb_worker_state_name(copy.state));
+			values[0] = CStringGetTextDatum(aidb_worker_state_code(copy.state));
 			nulls[0] = false;
 			if (copy.pid > 0)
 			{

@@ -7,6 +7,13 @@
  * when there is nothing to do, sleep on its latch for
  * background_sync_interval — a commit that adds to its backlog sets that
  * latch, so changes are picked up at once.
+ *
+ * Before it serves, a worker claims its pipeline's shared entry; a worker
+ * that finds the entry owned by another exits at once, so that a pipeline
+ * never has two workers, whoever started them (a launcher that was
+ * restarted cannot tell what its predecessor started). Only the owner
+ * writes the entry, and it releases the entry as it exits. src/README.md
+ * draws the states.
  */
 #include "aidb.h"
 
@@ -48,7 +55,7 @@ typedef enum BatchOutcome
 static WorkerArgs args;
 static long sync_interval_ms = 30000;
 
-/* Start the worker of a pipeline (from the launcher, lock held). */
+/* Start the worker of a pipeline (from the launcher, on its copy of the entry). */
 bool
 aidb_start_pipeline_worker(AidbPipelineEntry *entry, BackgroundWorkerHandle **handle)
 {
@@ -74,22 +81,56 @@ aidb_start_pipeline_worker(AidbPipelineEntry *entry, BackgroundWorkerHandle **ha
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
-/* Update our entry in shared memory (if the launcher still has one). */
-static void
-publish_state(AidbWorkerState state, bool attach, double rows_per_second)
+/*
+ * Take our pipeline's entry: true if it is ours now. False if the launcher
+ * no longer wants a worker for it, or another worker owns it — say one that
+ * a previous launcher started and the current one adopted.
+ */
+static bool
+claim_entry(pid_t *other)
 {
 	AidbPipelineEntry *entry;
+	bool		claimed = false;
 
+	*other = 0;
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
 	entry = aidb_find_entry(args.dboid, args.pipeline_id);
-	if (entry)
+	if (entry && entry->wanted && entry->pid == 0)
+	{
+		entry->pid = MyProcPid;
+		entry->worker_latch = MyLatch;
+		entry->state = AIDB_WORKER_STARTING;
+		claimed = true;
+	}
+	else if (entry)
+		*other = entry->pid;
+	LWLockRelease(aidb_shared->lock);
+	return claimed;
+}
+
+/* Our entry, if we still own it (lock held). */
+static AidbPipelineEntry *
+own_entry(void)
+{
+	AidbPipelineEntry *entry = aidb_find_entry(args.dboid, args.pipeline_id);
+
+	return entry && entry->pid == MyProcPid ? entry : NULL;
+}
+
+/* Publish our state and, after a batch that did work, our progress. */
+static void
+publish_state(AidbWorkerState state, double rows_per_second)
+{
+	AidbPipelineEntry *entry;
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	if ((entry = own_entry()) != NULL)
 	{
 		entry->state = state;
-		entry->pid = attach ? MyProcPid : 0;
-		entry->worker_latch = attach ? MyLatch : NULL;
 		if (rows_per_second >= 0)
 		{
-			entry->last_batch = GetCurrentTimestamp();
+			entry->last_batch = now;
 			entry->rows_per_second = rows_per_second;
 		}
 	}
@@ -125,8 +166,7 @@ take_urgent_wakeup(void)
 	bool		urgent = false;
 
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
-	entry = aidb_find_entry(args.dboid, args.pipeline_id);
-	if (entry)
+	if ((entry = own_entry()) != NULL)
 	{
 		urgent = entry->urgent_wakeup;
 		entry->urgent_wakeup = false;
@@ -135,11 +175,26 @@ take_urgent_wakeup(void)
 	return urgent;
 }
 
-/* On exit, whatever the reason, nobody may set our latch any more. */
+/*
+ * On exit, whatever the reason: release our entry, so that nobody sets our
+ * latch any more and the launcher may start our successor, and wake the
+ * launcher — it may not be the one that started us, and only that one is
+ * notified by the postmaster.
+ */
 static void
-detach_from_entry(int code, Datum arg)
+release_entry(int code, Datum arg)
 {
-	publish_state(AIDB_WORKER_NONE, false, -1);
+	AidbPipelineEntry *entry;
+
+	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
+	if ((entry = own_entry()) != NULL)
+	{
+		entry->pid = 0;
+		entry->worker_latch = NULL;
+		entry->state = AIDB_WORKER_NONE;
+	}
+	LWLockRelease(aidb_shared->lock);
+	aidb_wake_launcher();
 }
 
 /* Run one SQL statement returning one int8-compatible value; -1 if no row. */
@@ -332,18 +387,28 @@ aidb_worker_main(Datum arg)
 {
 	char		title[NAMEDATALEN + 16];
 	long		backoff_ms = 0;
+	pid_t		other;
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);		/* exits at the next interrupt check: the batch rolls back */
 	BackgroundWorkerUnblockSignals();
+
+	/* Before connecting: a worker that is not needed never shows in pg_stat_activity. */
+	on_shmem_exit(release_entry, 0);
+	if (!claim_entry(&other))
+	{
+		if (other != 0)
+			ereport(LOG, (errmsg("aidb pipeline \"%s\": worker %d already serves it; exiting",
+								 args.name, (int) other)));
+		proc_exit(0);
+	}
 	BackgroundWorkerInitializeConnectionByOid(args.dboid, args.owner, 0);
 
 	snprintf(title, sizeof(title), "aidb pipeline %s", args.name);
 	SetConfigOption("application_name", title, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(title);
-	on_shmem_exit(detach_from_entry, 0);
-	publish_state(AIDB_WORKER_RUNNING, true, -1);
+	publish_state(AIDB_WORKER_RUNNING, -1);
 
 	for (;;)
 	{
@@ -364,21 +429,21 @@ aidb_worker_main(Datum arg)
 				break;
 			case BATCH_DID_WORK:
 				backoff_ms = 0;
-				publish_state(AIDB_WORKER_RUNNING, true, processed /
+				publish_state(AIDB_WORKER_RUNNING, processed /
 							  Max(0.001, (GetCurrentTimestamp() - started) / 1000000.0));
 				break;
 			case BATCH_IDLE:
 				backoff_ms = 0;
-				publish_state(AIDB_WORKER_RUNNING, true, -1);
+				publish_state(AIDB_WORKER_RUNNING, -1);
 				wait_for(sync_interval_ms);
 				break;
 			case BATCH_CANCELLED:
-				publish_state(AIDB_WORKER_RUNNING, true, -1);
+				publish_state(AIDB_WORKER_RUNNING, -1);
 				back_off(MIN_BACKOFF_MS);	/* a canceller repeating itself gets no busy loop */
 				break;
 			case BATCH_FAILED:
 				backoff_ms = Min(Max(backoff_ms * 2, MIN_BACKOFF_MS), MAX_BACKOFF_MS);
-				publish_state(AIDB_WORKER_BACKOFF, true, -1);
+				publish_state(AIDB_WORKER_BACKOFF, -1);
 				back_off(backoff_ms);
 				break;
 		}

@@ -23,12 +23,39 @@ COMMENT ON FUNCTION aidb._publish_pipeline(integer, oid, boolean, text, boolean)
     'At commit, tells the launcher whether the pipeline wants a background worker.';
 REVOKE EXECUTE ON FUNCTION aidb._publish_pipeline(integer, oid, boolean, text, boolean) FROM PUBLIC;
 
-CREATE FUNCTION aidb._worker_state(pipeline_id integer, OUT state text, OUT pid integer,
+-- The worker of a Background pipeline as the launcher's shared table knows
+-- it. Its state is a code (src/aidb.h, AidbWorkerState): NULL (no worker),
+-- 'waiting' (no free worker slot), 'starting', 'running', 'backoff' (the
+-- last batch failed), 'cannot_login' (the owner role lacks LOGIN).
+CREATE FUNCTION aidb._worker_entry(pipeline_id integer, OUT code text, OUT pid integer,
                                    OUT last_batch timestamptz, OUT rows_per_second double precision)
     LANGUAGE c STRICT
-    AS 'MODULE_PATHNAME', 'aidb_worker_state';
+    AS 'MODULE_PATHNAME', 'aidb_worker_entry';
+COMMENT ON FUNCTION aidb._worker_entry(integer) IS
+    'State code, pid and last batch of a Background pipeline''s worker (NULLs when it has none).';
+
+-- The one place where a state code becomes the words users read (the
+-- "worker state" of aidb.pipem, the state of aidb.workers). SQL that decides
+-- on a state compares the code.
+CREATE FUNCTION aidb._worker_state(pipeline_id integer, OUT code text, OUT state text,
+                                   OUT pid integer, OUT last_batch timestamptz,
+                                   OUT rows_per_second double precision)
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT w.code,
+           CASE w.code
+               WHEN 'waiting' THEN 'WaitingForWorker'
+               WHEN 'starting' THEN 'starting'
+               WHEN 'running' THEN 'running'
+               WHEN 'backoff' THEN 'backing off after errors'
+               WHEN 'cannot_login' THEN 'owner role cannot log in'
+           END,
+           w.pid, w.last_batch, w.rows_per_second
+    FROM aidb._worker_entry(pipeline_id) w
+$$;
 COMMENT ON FUNCTION aidb._worker_state(integer) IS
-    'State, pid and last batch of a Background pipeline''s worker (NULLs when it has none).';
+    'State (code and display text), pid and last batch of a Background pipeline''s worker.';
 
 -- An error that escaped the engine in a background worker (the worker calls
 -- this in a fresh transaction after rolling the batch back).
