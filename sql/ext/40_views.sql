@@ -70,7 +70,7 @@ CREATE FUNCTION aidb._pipeline_status(p aidb.pipeline_registry, pending bigint,
 SELECT CASE
     WHEN blocking_errors > 0 THEN 'BlockingErrors'
     WHEN temporary_errors > 0 AND pending > 0 THEN 'Failed'
-    WHEN worker_state = 'WaitingForWorker' THEN 'WaitingForWorker'
+    WHEN worker_state = 'waiting' THEN 'WaitingForWorker'   -- codes: 35_workers.sql
     WHEN pending > 0 AND p.auto_processing = 'Disabled' THEN 'Disabled'
     WHEN pending > 0 AND p.auto_processing = 'Background' AND worker_state IS NULL THEN 'Stale'
     WHEN pending > 0 THEN 'Processing'
@@ -89,7 +89,7 @@ SELECT p.name AS "pipeline",
            AS "count(source records)",
        c.destination_records AS "count(destination records)",
        aidb._pipeline_status(p, c.pending, c.source_records, c.destination_records,
-                             e.record_errors, e.blocking_errors, e.temporary_errors, w.state) AS "Status",
+                             e.record_errors, e.blocking_errors, e.temporary_errors, w.code) AS "Status",
        e.record_errors AS "count(record errors)",
        e.blocking_errors AS "count(blocking errors)",
        w.state AS "worker state",
