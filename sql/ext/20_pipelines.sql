@@ -247,3 +247,15 @@ REVOKE ALL ON FUNCTION aidb._install_pipeline_objects(integer, text),
     aidb._drop_pipeline_objects(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION aidb._install_pipeline_objects(integer, text),
     aidb._drop_pipeline_objects(integer) TO aidb_users;
+
+-- A pipeline's own objects (backlog, state, capture function, ...) depend
+-- on the extension, so that DROP EXTENSION aidb refuses while they exist and
+-- DROP EXTENSION aidb CASCADE removes them (src/dependency.c). Relations and
+-- functions of schema aidb only; not for users: it changes what a DROP
+-- EXTENSION removes.
+CREATE FUNCTION aidb._depend_on_extension(classid regclass, objid oid) RETURNS void
+    LANGUAGE c STRICT
+    AS 'MODULE_PATHNAME', 'aidb_depend_on_extension';
+COMMENT ON FUNCTION aidb._depend_on_extension(regclass, oid) IS
+    'Records that an object of schema aidb depends on extension aidb (dropped with it on CASCADE).';
+REVOKE EXECUTE ON FUNCTION aidb._depend_on_extension(regclass, oid) FROM PUBLIC;
