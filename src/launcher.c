@@ -389,15 +389,15 @@ ensure_worker(int i, AidbPipelineEntry *copy, TimestampTz now, int *running)
 	}
 	if (copy->pid == 0)
 		adopted[i] = false;
-	if (copy->pid != 0 || worker_handles[i] != NULL)
-		return false;
-	/* a worker of ours that exited without serving (lost its claim, failed to connect) */
-	if (copy->state == AIDB_WORKER_STARTING)
-		set_state(i, AIDB_WORKER_NONE);
-	if (copy->state == AIDB_WORKER_CANNOT_LOGIN)
+	if (copy->pid != 0 || worker_handles[i] != NULL || copy->state == AIDB_WORKER_CANNOT_LOGIN)
 		return false;
 	if (!TimestampDifferenceExceeds(worker_started_at[i], now, RESTART_DELAY_MS))
+	{
+		/* ours exited without serving (lost its claim, could not connect) */
+		if (copy->state == AIDB_WORKER_STARTING)
+			set_state(i, AIDB_WORKER_NONE);
 		return true;
+	}
 	if (*running >= aidb_max_workers)
 	{
 		if (copy->state != AIDB_WORKER_WAITING)
