@@ -17,7 +17,7 @@ from .models import ModelCache
 from .models import store as model_store
 from .pipeline import manage as pipeline_manage
 from .pipeline import runner as pipeline_runner
-from .pipeline.batch import process_keys
+from .pipeline.batch import ClaimCursor, lock_keys, process_keys
 from .pipeline.definition import load_pipeline_by_id
 from .pipeline.queries import BatchQueries
 from .pipeline.source import check_owner_can_read, check_runs_as_owner
@@ -29,13 +29,26 @@ db = PlpyDatabase()
 models = ModelCache()
 
 
-def sql_entry(function):
-    """Turn engine exceptions into PostgreSQL errors."""
+_FIXED_PATH = "pg_catalog, pg_temp"
+
+
+def sql_entry(function=None, *, fixed_path=False):
+    """Turn engine exceptions into PostgreSQL errors. The engine's own SQL
+    runs under search_path = pg_catalog, pg_temp, so no object another user
+    created can stand in for one it names; the caller's search_path is kept
+    for resolving the names the caller passed (db.resolve_with_caller_path),
+    and back in force when the function returns. `fixed_path`: the SQL
+    function itself sets that search_path (internal entry points)."""
+    if function is None:
+        return lambda f: sql_entry(f, fixed_path=fixed_path)
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
-            return function(*args, **kwargs)
+            if fixed_path:
+                return function(*args, **kwargs)
+            with db.engine_search_path(_FIXED_PATH):
+                return function(*args, **kwargs)
         except plpy.SPIError:
             raise
         except AidbError as exc:
@@ -152,28 +165,41 @@ def reconcile_pipeline(name):
     return pipeline_runner.reconcile(db, pipeline_manage.pipeline_for_change(db, name))
 
 
-@sql_entry
+@sql_entry(fixed_path=True)
 def process_live(pipeline_id, keys):
-    """Called by a Live pipeline's capture trigger, inside the writing transaction."""
+    """Called by a Live pipeline's capture trigger, inside the writing
+    transaction, with the keys in their own type. It waits for the keys'
+    locks (a batch of another process may hold one) and for the source."""
     pipeline = load_pipeline_by_id(db, pipeline_id)
     check_runs_as_owner(db, pipeline)
     check_owner_can_read(db, pipeline)
+    keys = list(dict.fromkeys(keys or []))
+    if not keys:
+        return
+    queries = BatchQueries(pipeline)
     try:
-        process_keys(db, pipeline, keys, model_for)
+        stored = lock_keys(db, queries, keys, wait=True)
+        process_keys(db, pipeline, stored, model_for, wait_for_source=True)
     except ModelError as exc:
         raise AidbError(f'Live pipeline "{pipeline.name}" could not process the change: {exc.message}',
                         hint="The statement was rolled back; retry it, or switch the pipeline to "
                              "Background with aidb.update_pipeline().") from None
 
 
-@sql_entry
+@sql_entry(fixed_path=True)
 def run_batch_for_worker(pipeline_id):
     """One batch for a background worker (which commits after each call);
     returns the number of keys processed, or -1 when the batch failed."""
     pipeline = load_pipeline_by_id(db, pipeline_id)
     if pipeline is None:
         return 0
-    return pipeline_runner.run_worker_batch(db, pipeline, model_for)
+    cursor = _worker_cursors.setdefault(pipeline_id, ClaimCursor())
+    return pipeline_runner.run_worker_batch(db, pipeline, model_for, cursor)
+
+
+# A background worker's claim cursor per pipeline, kept between its batches
+# (each its own transaction) in this process.
+_worker_cursors = {}
 
 
 # --- volumes -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ COMMENT ON FUNCTION aidb._preloaded() IS
 
 CREATE FUNCTION aidb._engine_init() RETURNS void
     LANGUAGE plpython3u
+    SET search_path = pg_catalog, pg_temp
     AS $$
 import sys
 engine_dir = plpy.execute("SELECT aidb._engine_dir() AS d")[0]["d"]

@@ -7,6 +7,7 @@ CREATE FUNCTION aidb.chunk_text_config(
     strategy text DEFAULT 'chars'
 ) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
               'desired_length', desired_length, 'max_length', max_length,
               'overlap_length', overlap_length, 'strategy', strategy)) $$;
@@ -20,6 +21,7 @@ CREATE FUNCTION aidb.knowledge_base_config(
     vector_index jsonb DEFAULT NULL
 ) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
               'model', model, 'data_format', data_format,
               'distance_operator', distance_operator, 'vector_index', vector_index)) $$;
@@ -112,12 +114,23 @@ COMMENT ON FUNCTION aidb.reconcile_pipeline(text) IS
     'Finds keys whose destination is out of step with the source (e.g. after writes with '
     'triggers disabled), enqueues them, and returns how many it found.';
 
--- Called by the capture function, whose search_path is pg_catalog only; the
--- engine's SQL needs the vector type, so this runs with the path of
--- CREATE EXTENSION (aidb and the schemas of the extensions it requires).
-CREATE FUNCTION aidb._process_live(pipeline_id integer, keys text[]) RETURNS void
+-- Called by a Live pipeline's capture function, as the pipeline owner, with
+-- the changed keys. PL/Python takes no polymorphic arguments, so the keys
+-- cross as text, under settings that make the text exact (every float digit)
+-- and are read back in the key's type by the engine in this same session.
+CREATE FUNCTION aidb._process_live(pipeline_id integer, keys anyarray) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET extra_float_digits = 3
+    AS $$
+BEGIN
+    PERFORM aidb._process_live_keys(pipeline_id, keys::text[]);
+END
+$$;
+
+CREATE FUNCTION aidb._process_live_keys(pipeline_id integer, keys text[]) RETURNS void
     LANGUAGE plpython3u
-    SET search_path FROM CURRENT
+    SET search_path = pg_catalog, pg_temp
     AS $$
 if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
 GD["aidb"].process_live(pipeline_id, keys)
@@ -125,6 +138,7 @@ $$;
 
 CREATE FUNCTION aidb._run_batch(pipeline_id integer) RETURNS integer
     LANGUAGE plpython3u
+    SET search_path = pg_catalog, pg_temp
     AS $$
 if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
 return GD["aidb"].run_batch_for_worker(pipeline_id)
@@ -144,7 +158,7 @@ BEGIN
     DELETE FROM aidb.pipeline_error_log e WHERE e.pipeline_id = p.id AND e.source_key IS NULL;
     EXECUTE format('INSERT INTO aidb.%I (key) SELECT e.source_key::%s FROM aidb.pipeline_error_log e '
                    'WHERE e.pipeline_id = $1 AND e.source_key IS NOT NULL',
-                   '_backlog_' || p.id, aidb._key_type(p))
+                   '_backlog_' || p.id, (aidb._pipeline_key(p)).key_type)
         USING p.id;
     GET DIAGNOSTICS requeued = ROW_COUNT;
     RETURN requeued;
@@ -192,12 +206,6 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION aidb._key_type(p aidb.pipeline_registry) RETURNS text
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-          WHERE a.attrelid = p.source AND a.attname = p.source_key_column $$;
-
 -- Checks a source_filter, as the caller, without running it: it must be one
 -- boolean expression over the source's rows. It is planned twice through a
 -- cursor, which is opened and never fetched (so nothing runs) and which
@@ -207,6 +215,7 @@ CREATE FUNCTION aidb._key_type(p aidb.pipeline_registry) RETURNS text
 -- form is the one the engine runs, and refuses trailing clauses (ORDER BY).
 CREATE FUNCTION aidb._check_source_filter(source regclass, source_filter text) RETURNS void
     LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp    -- the path the filter runs under
     AS $$
 DECLARE
     probe refcursor;

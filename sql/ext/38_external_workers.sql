@@ -46,6 +46,7 @@ $$;
 -- poll intervals (plus a minute for a long batch).
 CREATE FUNCTION aidb._external_worker_alive(h aidb.worker_heartbeats) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT h.stopped_at IS NULL
                  AND h.last_heartbeat > now() - 2 * coalesce(h.poll_interval, '5 minutes')
                                               - interval '1 minute' $$;

@@ -36,26 +36,36 @@ COMMENT ON VIEW aidb.pipeline_errors IS
     'Failures per key (source_key set) or per pipeline (source_key NULL), with attempts.';
 
 -- Counts that need dynamic SQL over each pipeline's own tables. A count the
--- caller may not read is NULL rather than an error.
+-- caller may not read is NULL rather than an error. The source is counted by
+-- the pipeline owner's own function (aidb._count_<id>, part 25), with the
+-- owner's rights: a view's functions and a source_filter are the owner's
+-- SQL and never run with the reader's rights, a superuser's included.
 CREATE FUNCTION aidb._pipeline_counts(p aidb.pipeline_registry,
-    OUT pending bigint, OUT source_records bigint, OUT destination_records bigint)
+    OUT pending bigint, OUT source_records bigint, OUT destination_records bigint,
+    OUT null_keys bigint)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     backlog regclass := to_regclass(format('aidb.%I', '_backlog_' || p.id));
+    counter regprocedure := to_regprocedure(format('aidb.%I()', '_count_' || p.id));
 BEGIN
     IF backlog IS NOT NULL AND has_table_privilege(backlog, 'SELECT') THEN
         EXECUTE format('SELECT count(DISTINCT key) FROM %s', backlog) INTO pending;
     END IF;
-    -- A source_filter is the owner's SQL and runs with the owner's rights
-    -- only (DESIGN.md): other readers, superusers too, get no filtered count.
-    IF has_table_privilege(p.source, 'SELECT')
-       AND (p.source_filter IS NULL OR p.owner_role::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)) THEN
-        EXECUTE format('SELECT count(*) FROM %s WHERE %s', p.source,
-                       coalesce('(' || p.source_filter || E'\n)', 'true')) INTO source_records;
+    IF counter IS NOT NULL AND EXISTS (SELECT FROM pg_class c WHERE c.oid = p.source)
+       AND has_table_privilege(p.source, 'SELECT') THEN
+        BEGIN
+            EXECUTE format('SELECT records, null_keys FROM %s', counter)
+                INTO source_records, null_keys;
+        EXCEPTION WHEN OTHERS THEN
+            source_records := NULL;     -- the owner lost a right, say: no count, no error
+        END;
     END IF;
-    IF has_table_privilege(p.destination, 'SELECT') THEN
+    -- Plain tables only: on PostgreSQL 15 an empty table can become a view
+    -- (CREATE RULE "_RETURN"), whose functions would run as the reader.
+    IF EXISTS (SELECT FROM pg_class c WHERE c.oid = p.destination AND c.relkind IN ('r', 'p'))
+       AND has_table_privilege(p.destination, 'SELECT') THEN
         EXECUTE format('SELECT count(*) FROM %s', p.destination) INTO destination_records;
     END IF;
 END
@@ -66,6 +76,7 @@ CREATE FUNCTION aidb._pipeline_status(p aidb.pipeline_registry, pending bigint,
     blocking_errors bigint, temporary_errors bigint, worker_state text)
     RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
     AS $$
 SELECT CASE
     WHEN blocking_errors > 0 THEN 'BlockingErrors'
@@ -104,7 +115,9 @@ SELECT p.name AS "pipeline",
         JOIN pg_catalog.pg_am am ON am.oid = ic.relam
         WHERE i.indrelid = p.destination AND am.amname IN ('hnsw', 'ivfflat')) AS "vector index",
        (SELECT count(*) FROM aidb.worker_heartbeats h
-        WHERE p.name = ANY (h.pipelines) AND aidb._external_worker_alive(h)) AS "external workers"
+        WHERE p.name = ANY (h.pipelines) AND aidb._external_worker_alive(h)) AS "external workers",
+       -- Rows whose key is NULL (a UNIQUE column allows them): never embedded.
+       c.null_keys AS "null keys"
 FROM aidb.pipeline_registry p
 CROSS JOIN LATERAL aidb._pipeline_counts(p) c
 CROSS JOIN LATERAL aidb._worker_state(p.id) w

@@ -7,6 +7,7 @@ CREATE FUNCTION aidb.html_parse_config(
     method text DEFAULT 'StructuredPlaintext'
 ) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('method', method)) $$;
 COMMENT ON FUNCTION aidb.html_parse_config(text) IS
     'Options of step ParseHtml: method ''StructuredPlaintext'' (one line per heading, '
@@ -17,6 +18,7 @@ CREATE FUNCTION aidb.pdf_parse_config(
     allow_partial_parsing boolean DEFAULT false
 ) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
               'method', method, 'allow_partial_parsing', allow_partial_parsing)) $$;
 COMMENT ON FUNCTION aidb.pdf_parse_config(text, boolean) IS
@@ -28,6 +30,7 @@ CREATE FUNCTION aidb.ocr_config(
     psm integer DEFAULT NULL
 ) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
               'language', language, 'psm', psm)) $$;
 COMMENT ON FUNCTION aidb.ocr_config(text, integer) IS
@@ -40,6 +43,7 @@ CREATE FUNCTION aidb.summarize_text_config(
     prompt text DEFAULT NULL
 ) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
               'model', model, 'max_length', max_length, 'prompt', prompt)) $$;
 COMMENT ON FUNCTION aidb.summarize_text_config(text, integer, text) IS

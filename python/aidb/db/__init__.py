@@ -3,23 +3,18 @@
 - `plpy_db.PlpyDatabase`: inside PostgreSQL, over PL/Python's `plpy`.
 - a psycopg implementation for the external worker.
 
-Engine SQL is written with `%s` placeholders (psycopg's style); the plpy
-adapter turns them into `$n` parameters of a cached prepared plan.
+Engine SQL is a plain string or an aidb.sqltext.Sql with `%s` parameters
+(psycopg's style); the plpy adapter renders them as `$n` parameters of a
+cached prepared plan, the psycopg adapter as `%s` / `%b`.
 """
 
-import itertools
-import re
-
-_PLACEHOLDER = re.compile(r"%[s%]")
+from ..sqltext import as_sql
 
 
-def map_placeholders(sql, placeholder, percent):
-    """`sql` with its n-th `%s` (from 0) replaced by placeholder(n) and each
-    `%%` (a literal %) by `percent`: the one reading of engine SQL's
-    placeholders that both adapters rewrite."""
-    counter = itertools.count()
-    return _PLACEHOLDER.sub(
-        lambda m: percent if m.group() == "%%" else placeholder(next(counter)), sql)
+def render(statement, placeholder, percent):
+    """The text of `statement` (str or Sql): its n-th `%s` (from 0) replaced
+    by placeholder(n), each literal percent sign by `percent`."""
+    return as_sql(statement).render(placeholder, percent)
 
 
 class Database:
@@ -36,6 +31,15 @@ class Database:
     def savepoint(self):
         """A context manager: a subtransaction, rolled back if the block raises."""
         raise NotImplementedError
+
+    def in_rolled_back_savepoint(self, function):
+        """function()'s result, computed in a subtransaction then rolled back."""
+        raise NotImplementedError
+
+    def resolve_with_caller_path(self, sql, *params):
+        """Rows of `sql` under the search_path of the engine's caller (outside
+        PostgreSQL there is only the connection's own)."""
+        return self.query(sql, *params)
 
     def notice(self, message):
         """Tell the user something (a NOTICE inside PostgreSQL)."""

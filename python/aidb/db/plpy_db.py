@@ -1,10 +1,11 @@
 """The engine's database inside PostgreSQL: a thin adapter over PL/Python's plpy."""
 
+import contextlib
 import json
 
 import plpy
 
-from . import Database, map_placeholders
+from . import Database, render
 
 def _pg_type(value):
     """The parameter type to declare for a Python value (plpy needs one)."""
@@ -32,11 +33,16 @@ def _to_plpy(value):
     return value
 
 
+class _RollBack(Exception):
+    """Ends a subtransaction that only read."""
+
+
 class PlpyDatabase(Database):
     """Runs engine SQL through SPI, in the calling backend's transaction."""
 
     def __init__(self):
         self._plans = {}
+        self.caller_search_path = None
 
     def query(self, sql, *params):
         types = tuple(_pg_type(p) for p in params)
@@ -48,13 +54,51 @@ class PlpyDatabase(Database):
         key = (sql, types)
         plan = self._plans.get(key)
         if plan is None:
-            numbered = map_placeholders(sql, lambda n: f"${n + 1}", percent="%")
+            numbered = render(sql, lambda n: f"${n + 1}", percent="%")
             plan = plpy.prepare(numbered, list(types))
             self._plans[key] = plan
         return plan
 
     def savepoint(self):
         return plpy.subtransaction()
+
+    @contextlib.contextmanager
+    def engine_search_path(self, path):
+        """Run the block under search_path `path`, remembering the caller's."""
+        caller = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
+        outer, self.caller_search_path = self.caller_search_path, caller
+        plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)",
+                                  ["text"]), [path])
+        try:
+            yield
+        finally:
+            self.caller_search_path = outer
+            plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)",
+                                      ["text"]), [caller])
+
+    def resolve_with_caller_path(self, sql, *params):
+        """Rows of `sql` run under the caller's search_path: for turning the
+        names a user passed (a table, a schema to create in) into objects."""
+        if self.caller_search_path is None:
+            return self.query(sql, *params)
+        engine = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
+        self.query("SELECT pg_catalog.set_config('search_path', %s, true)", self.caller_search_path)
+        try:
+            return self.query(sql, *params)
+        finally:
+            self.query("SELECT pg_catalog.set_config('search_path', %s, true)", engine)
+
+    def in_rolled_back_savepoint(self, function):
+        """function()'s result, computed in a subtransaction that is then
+        rolled back: locks it took (a source's) are released at once."""
+        result = []
+        try:
+            with plpy.subtransaction():
+                result.append(function())
+                raise _RollBack
+        except _RollBack:
+            pass
+        return result[0]
 
     def notice(self, message):
         plpy.notice(message)

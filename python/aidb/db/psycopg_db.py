@@ -4,7 +4,7 @@ import functools
 import logging
 import threading
 
-from . import Database, map_placeholders
+from . import Database, render
 
 log = logging.getLogger("aidb.worker")
 
@@ -18,6 +18,7 @@ class PsycopgDatabase(Database):
         self.connection = connection
         self.connection.row_factory = dict_row
         self.stop = stop or threading.Event()
+        self.claim_cursors = {}     # per pipeline: where this connection's claims continue
 
     def query(self, sql, *params):
         # Always pass a tuple: psycopg then turns %% into %, as the plpy adapter does.
@@ -27,6 +28,16 @@ class PsycopgDatabase(Database):
 
     def savepoint(self):
         return self.connection.transaction()
+
+    def in_rolled_back_savepoint(self, function):
+        """function()'s result, computed in a savepoint that is then rolled
+        back: locks it took (a source's) are released at once."""
+        import psycopg
+        result = []
+        with self.connection.transaction():
+            result.append(function())
+            raise psycopg.Rollback
+        return result[0]
 
     def notice(self, message):
         log.info(message)
@@ -38,7 +49,7 @@ class PsycopgDatabase(Database):
 @functools.lru_cache(maxsize=256)
 def _binary_placeholders(sql, positions):
     """`sql` with the %s placeholders at `positions` (0-based) turned into %b."""
-    return map_placeholders(sql, lambda n: "%b" if n in positions else "%s", percent="%%")
+    return render(sql, lambda n: "%b" if n in positions else "%s", percent="%%")
 
 
 def _binary_lists(sql, params):
@@ -47,7 +58,7 @@ def _binary_lists(sql, params):
     which cost a tenth of a batch. The engine casts every list parameter
     (%s::text[]), so the binary types need no guessing by the server."""
     positions = frozenset(i for i, p in enumerate(params) if isinstance(p, (list, tuple)) and p)
-    return _binary_placeholders(sql, positions) if positions else sql
+    return _binary_placeholders(sql, positions)
 
 
 def _adapt(value):

@@ -1,55 +1,112 @@
-"""One batch of a pipeline, in the caller's transaction (DESIGN.md,
-"Processing a batch"):
+"""One batch of a pipeline, in the caller's transaction (docs/architecture.md,
+"The batch protocol"):
 
-  1. claim up to batch_size backlog rows (FOR UPDATE SKIP LOCKED) and take an
-     advisory lock per distinct key, in key order;
-  2. delete every backlog row of the locked keys;
-  3. read the current source rows (a missing or filtered-out row means:
-     delete its destination rows);
-  4. run the steps on the keys whose content changed;
-  5. replace the destination rows and the content hashes of those keys.
+  1. claim up to batch_size backlog rows after the claim cursor (FOR UPDATE
+     SKIP LOCKED, a TID range scan);
+  2. lock the claimed keys: each key's state row, created if new, locked FOR
+     UPDATE SKIP LOCKED (a key another transaction holds is left alone);
+  3. delete the claimed backlog rows of the locked keys;
+  4. read the current source rows of those keys through the owner's function,
+     in a savepoint rolled back right after (no source lock outlives it, and
+     the source lock is taken NOWAIT: a batch never queues behind DDL);
+  5. run the steps on the keys whose content changed (the model is called
+     holding only aidb's own row locks);
+  6. write the destination through the owner's function, then the hashes.
 
 A crash anywhere rolls all of it back into the backlog. A key that the model
 rejects is recorded in the error log and skipped; provider outages and
 configuration errors raise (the runner rolls the batch back and records them).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..errors import AidbError, ModelError, RECORD_PERMANENT
+from ..errors import AidbError, ModelError, PIPELINE_TEMPORARY, RECORD_PERMANENT, RECORD_TEMPORARY
 from ..models.base import EmbeddingModel
 from ..pgvector import vector_bytes
 from . import error_log, volume_source
-from .queries import BatchQueries
+from .queries import BatchQueries, FIRST_TID
 from .steps import knowledge_base_of, text_steps_of
 from .steps.errors import RecordError
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class SourceBusy(AidbError):
+    """Another transaction holds (or waits for) a lock on the source that
+    conflicts with reading it: DDL, TRUNCATE. The batch is rolled back and
+    retried later."""
+
+    category = PIPELINE_TEMPORARY
 
 
 @dataclass
 class BatchResult:
-    claimed: list = field(default_factory=list)    # every key this batch claimed
-    processed: int = 0                             # keys locked and brought up to date
-    embedded: int = 0                              # keys whose parts were (re)computed
-    removed: int = 0                               # keys whose destination rows went away
-    failed: int = 0                                # keys recorded as RecordPermanent
+    claimed: int = 0            # backlog rows this batch claimed
+    processed: int = 0          # keys locked and brought up to date
+    embedded: int = 0           # keys whose parts were (re)computed
+    removed: int = 0            # keys whose destination rows went away
+    failed: int = 0             # keys recorded as RecordPermanent
+    busy: int = 0               # keys handed back: their rows are held elsewhere
 
 
-def run_batch(db, pipeline, model_loader, exclude_keys=()):
-    """Claim, lock and process one batch; keys in `exclude_keys` are not claimed."""
+class ClaimCursor:
+    """Where the next claim starts: after the last tid claimed. A worker keeps
+    its cursor between batches; a run starts from the first page."""
+
+    def __init__(self):
+        self.tid = FIRST_TID
+
+    def advance(self, tids):
+        self.tid = max(tids, key=_tid_order)
+
+    def rewind(self):
+        """Start again from the first page (rows may have landed in pages
+        before the cursor); False if the cursor is there already."""
+        if self.tid == FIRST_TID:
+            return False
+        self.tid = FIRST_TID
+        return True
+
+
+def _tid_order(tid):
+    block, offset = tid.strip("()").split(",")
+    return int(block), int(offset)
+
+
+def run_batch(db, pipeline, model_loader, cursor, wait_for_source=False):
+    """Claim, lock and process one batch after `cursor` (advanced);
+    `wait_for_source`: the caller holds the source's lock already."""
     queries = BatchQueries(pipeline)
-    claimed = db.query(queries.claim_and_lock, list(exclude_keys), pipeline.batch_size)
-    result = BatchResult(claimed=[row["k"] for row in claimed])
-    locked = [row["k"] for row in claimed if row["locked"]]
-    if locked:
-        db.execute(queries.delete_backlog, locked)
-        _merge(result, process_keys(db, pipeline, locked, model_loader))
+    claimed = db.query(queries.claim, cursor.tid, pipeline.batch_size)
+    result = BatchResult(claimed=len(claimed))
+    if not claimed:
+        return result
+    cursor.advance([row["tid"] for row in claimed])
+    stored = lock_keys(db, queries, list(dict.fromkeys(row["key"] for row in claimed)), wait=False)
+    if stored:
+        db.execute(queries.delete_claimed, [row["tid"] for row in claimed if row["key"] in stored])
+        _merge(result, process_keys(db, pipeline, stored, model_loader, wait_for_source))
     return result
 
 
-def process_keys(db, pipeline, keys, model_loader):
-    """Bring the destination rows of `keys` in step with the source."""
+def lock_keys(db, queries, keys, wait):
+    """{key: stored hash or None} of the keys this transaction now holds
+    (with wait=False, those nobody else holds)."""
+    if wait:
+        db.execute(queries.add_state_rows_waiting, keys)
+        rows = db.query(queries.lock_keys_waiting, keys)
+    else:
+        db.execute(queries.add_state_rows, queries.state_table, keys)
+        rows = db.query(queries.lock_keys, keys)
+    return {row["key"]: row["hash"] for row in rows}
+
+
+def process_keys(db, pipeline, stored, model_loader, wait_for_source=False):
+    """Bring the destination rows of the locked keys `stored` ({key: stored
+    hash}) in step with the source."""
     queries = BatchQueries(pipeline)
-    rows, failures = _read_source(db, pipeline, queries, keys)
+    keys = list(stored)
+    rows, failures = _read_source(db, pipeline, queries, keys, stored, wait_for_source)
     gone = [r["key"] for r in rows if r["data"] is None]
     changed = [r for r in rows if r["data"] is not None and r["hash"] != r["stored_hash"]]
     parts, step_failures = _run_text_steps(pipeline, changed, model_loader)
@@ -57,22 +114,55 @@ def process_keys(db, pipeline, keys, model_loader):
     vectors, embed_failures = _embed(pipeline, parts, model_loader)
     failures.update({key: ("KnowledgeBase", message) for key, message in embed_failures.items()})
     done = [r for r in changed if r["key"] not in failures]
-    _write(db, queries, pipeline, done, parts, vectors, gone + list(failures))
+    busy = _write(db, queries, pipeline, done, parts, vectors, gone + list(failures))
     for step in {step for step, _ in failures.values()}:
         error_log.record_key_errors(db, pipeline.id, step, RECORD_PERMANENT,
                                     {k: m for k, (s, m) in failures.items() if s == step})
-    error_log.clear_key_errors(db, pipeline.id, [r["key"] for r in done] + gone)
-    return BatchResult(processed=len(keys), embedded=len(done), removed=len(gone),
-                       failed=len(failures))
+    if busy:
+        error_log.record_key_errors(db, pipeline.id, "write", RECORD_TEMPORARY, {
+            key: "its destination rows are locked by another open transaction; "
+                 "the key is queued again" for key in busy})
+    error_log.clear_key_errors(db, pipeline.id,
+                               [r["key"] for r in done if r["key"] not in busy]
+                               + [k for k in gone if k not in busy])
+    return BatchResult(processed=len(keys) - len(busy),
+                       embedded=sum(1 for r in done if r["key"] not in busy),
+                       removed=sum(1 for k in gone if k not in busy), failed=len(failures),
+                       busy=len(busy))
 
 
-def _read_source(db, pipeline, queries, keys):
+def _read_source(db, pipeline, queries, keys, stored, wait):
     """Current content of `keys`: rows (key, data, hash, stored_hash) and
     {key: (step, error)} for records that cannot be read."""
     if pipeline.source_kind == "volume":
-        rows, failures = volume_source.read_rows(db, pipeline, keys)
+        rows, failures = volume_source.read_rows(db, pipeline, keys, stored)
         return rows, {key: ("read", message) for key, message in failures.items()}
-    return db.query(queries.read_source, keys), {}
+    found = {row["key"]: row for row in _source_rows(db, queries, keys, wait)}
+    return [{"key": key, "data": found[key]["data"] if key in found else None,
+             "hash": found[key]["hash"] if key in found else None,
+             "stored_hash": stored[key]} for key in keys], {}
+
+
+def _source_rows(db, queries, keys, wait):
+    """The owner's function's rows for `keys`, read in a savepoint that is
+    rolled back at once (its locks go with it). Without `wait` the source's
+    lock is tried without waiting: DDL waiting for the source would otherwise
+    make every reader of the table queue behind this batch."""
+    def read():
+        if not wait:
+            db.execute(queries.lock_source)
+        return db.query(queries.read_source, keys)
+    try:
+        return db.in_rolled_back_savepoint(read)
+    except Exception as exc:  # noqa: BLE001 — only the lock failure is ours to explain
+        if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+            raise
+        raise SourceBusy("the source is locked by another transaction (DDL or TRUNCATE, say); "
+                         "the batch will be retried", sqlstate=LOCK_NOT_AVAILABLE) from None
+
+
+def _sqlstate(exc):
+    return getattr(exc, "sqlstate", None) or getattr(getattr(exc, "diag", None), "sqlstate", None)
 
 
 def _merge(total, part):
@@ -153,22 +243,30 @@ def _embed_group(model: EmbeddingModel, items, vectors, failures):
 
 
 def _write(db, queries, pipeline, done, parts, vectors, removed_keys):
-    """Replace the destination rows of `done` keys, delete those of removed ones."""
+    """Replace the destination rows of `done` keys, delete those of removed
+    ones, through the owner's function; returns the set of keys it handed
+    back (their rows are held by another transaction), which are queued
+    again and keep their old hash."""
     rewritten = [r["key"] for r in done]
-    if rewritten or removed_keys:
-        db.execute(queries.delete_destination, rewritten + removed_keys)
-    if removed_keys:
-        db.execute(queries.forget_state, removed_keys)
-    if not rewritten:
-        return
+    if not rewritten and not removed_keys:
+        return set()
     columns = _destination_columns(pipeline, rewritten, parts, vectors)
-    if columns[0]:
-        db.execute(queries.insert_destination, *columns)
-    db.execute(queries.remember_state, rewritten, [r["hash"] for r in done])
+    busy = db.query(queries.write_destination, rewritten + removed_keys, *columns)[0]["busy"] or []
+    busy = set(busy)
+    if busy:
+        db.execute(queries.requeue, list(busy))
+    forget = [k for k in removed_keys if k not in busy]
+    if forget:
+        db.execute(queries.forget_state, forget)
+    remember = [r for r in done if r["key"] not in busy]
+    if remember:
+        db.execute(queries.remember_state, [r["key"] for r in remember], [r["hash"] for r in remember])
+    return busy
 
 
 def _destination_columns(pipeline, keys, parts, vectors):
-    """Parallel arrays (key, part id, value[, vector bytes]) for the insert."""
+    """Parallel arrays (key, part id, value, vector bytes) for the insert;
+    without a KnowledgeBase step the vectors are one NULL array."""
     with_vectors = knowledge_base_of(pipeline.steps) is not None
     out_keys, part_ids, values, vectors_out = [], [], [], []
     for key in keys:
@@ -178,4 +276,4 @@ def _destination_columns(pipeline, keys, parts, vectors):
             values.append(text)
             if with_vectors:
                 vectors_out.append(vector_bytes(vectors[key][part_id]))
-    return (out_keys, part_ids, values, vectors_out) if with_vectors else (out_keys, part_ids, values)
+    return out_keys, part_ids, values, vectors_out if with_vectors else None

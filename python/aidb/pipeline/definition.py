@@ -5,11 +5,12 @@ import json
 from dataclasses import dataclass
 
 from ..errors import AidbError, UNDEFINED_OBJECT
+from ..sqltext import ident, quoted
 
 
 def quote_ident(name):
     """SQL identifier quoting, always (names with capitals, spaces, quotes)."""
-    return '"' + name.replace('"', '""') + '"'
+    return ident(name).text
 
 
 @dataclass
@@ -21,7 +22,8 @@ class Pipeline:
     volume: str | None          # the volume's name (volumes)
     key_column: str | None      # quoted (tables and views)
     data_column: str | None     # quoted (tables and views)
-    key_type: str               # as format_type() spells it
+    key_type: str | None        # the key's base type, schema-qualified and quoted
+    key_equals: str | None      # its equality operator, as OPERATOR(schema.=)
     source_filter: str | None
     destination: str            # schema-qualified, quoted
     steps: list
@@ -31,11 +33,33 @@ class Pipeline:
 
     @property
     def backlog(self):
-        return f'aidb."_backlog_{self.id}"'
+        return ident("aidb", f"_backlog_{self.id}")
 
     @property
     def state(self):
-        return f'aidb."_state_{self.id}"'
+        return ident("aidb", f"_state_{self.id}")
+
+    def owner_function(self, kind):
+        """aidb._<kind>_<id>: one of the SECURITY DEFINER functions, owned by the
+        pipeline owner, through which the engine touches the owner's objects
+        (sql/ext/25_pipeline_objects.sql)."""
+        return ident("aidb", f"_{kind}_{self.id}")
+
+    @property
+    def source_name(self):
+        return quoted(self.source)
+
+    @property
+    def destination_name(self):
+        return quoted(self.destination)
+
+    @property
+    def key_type_name(self):
+        return quoted(self.key_type)
+
+    @property
+    def equals(self):
+        return quoted(self.key_equals)
 
 
 _LOAD = """
@@ -44,13 +68,13 @@ SELECT p.id, p.name, p.source_kind, p.source_filter, p.steps::text AS steps,
        p.source_key_column, p.source_data_column, p.source_volume,
        CASE WHEN s.oid IS NOT NULL THEN format('%%I.%%I', sn.nspname, s.relname) END AS source,
        CASE WHEN d.oid IS NOT NULL THEN format('%%I.%%I', dn.nspname, d.relname) END AS destination,
-       coalesce(format_type(a.atttypid, a.atttypmod), 'text') AS key_type
+       k.key_type, k.equals AS key_equals
 FROM aidb.pipeline_registry p
+CROSS JOIN LATERAL aidb._pipeline_key(p, strict => false) k
 LEFT JOIN pg_catalog.pg_class s ON s.oid = p.source
 LEFT JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
 LEFT JOIN pg_catalog.pg_class d ON d.oid = p.destination      -- NULL once dropped:
 LEFT JOIN pg_catalog.pg_namespace dn ON dn.oid = d.relnamespace  -- delete_pipeline still works
-LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = p.source AND a.attname = p.source_key_column
 WHERE {condition}
 """
 
@@ -62,7 +86,8 @@ def _from_row(row):
         volume=row["source_volume"],
         key_column=_quoted_or_none(row["source_key_column"]),
         data_column=_quoted_or_none(row["source_data_column"]),
-        key_type=row["key_type"], source_filter=row["source_filter"],
+        key_type=row["key_type"], key_equals=row["key_equals"],
+        source_filter=row["source_filter"],
         destination=row["destination"], steps=json.loads(row["steps"]),
         auto_processing=row["auto_processing"], batch_size=row["batch_size"],
         owner_role=row["owner_role"])

@@ -7,11 +7,20 @@ from .definition import quote_ident
 INVALID_SCHEMA_NAME = "3F000"
 
 
-def expected_columns(key_type, dimensions):
-    """(name, type) of every column, in order."""
+# pgvector's type as format_type() spells it for this session: qualified
+# with its schema (the engine runs with search_path pg_catalog, pg_temp).
+_VECTOR_TYPE = """
+SELECT pg_catalog.format_type(t.oid, %s::pg_catalog.int4) AS t
+FROM pg_catalog.pg_extension e
+JOIN pg_catalog.pg_type t ON t.typnamespace = e.extnamespace AND t.typname = 'vector'
+WHERE e.extname = 'vector'"""
+
+
+def expected_columns(db, key_type, dimensions):
+    """(name, type) of every column, in order, as format_type() spells them."""
     columns = [("source_key", key_type), ("part_id", "integer"), ("value", "text")]
     if dimensions:
-        columns.append(("embedding", f"vector({dimensions})"))
+        columns.append(("embedding", db.query(_VECTOR_TYPE, int(dimensions))[0]["t"]))
     return columns + [("updated_at", "timestamp with time zone")]
 
 
@@ -40,7 +49,7 @@ def resolve_destination(db, pipeline_name, destination, source_schema):
 
 
 def _current_schema(db):
-    schema = db.query("SELECT current_schema() AS s")[0]["s"]
+    schema = db.resolve_with_caller_path("SELECT pg_catalog.current_schema() AS s")[0]["s"]
     if schema is None:
         raise InvalidInput("no schema is selected to create the destination in",
                            hint="Pass a schema-qualified destination.")
@@ -59,6 +68,10 @@ def check_existing(db, oid, name, columns):
                            hint="Pass another destination, or drop that table.")
 
 
+def qualified_name(schema, table):
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
 def create(db, schema, table, columns, owner_role):
     """Create the destination table (as the caller, who needs CREATE on the schema)."""
     if not db.query("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", schema):
@@ -69,9 +82,9 @@ def create(db, schema, table, columns, owner_role):
         raise AidbError(f'permission denied to create destination table in schema "{schema}"',
                         sqlstate=INSUFFICIENT_PRIVILEGE,
                         hint="Grant CREATE on that schema, or pass another destination.")
-    qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+    qualified = qualified_name(schema, table)
     defaults = {"source_key": "NOT NULL", "part_id": "NOT NULL", "value": "NOT NULL",
-                "updated_at": "NOT NULL DEFAULT now()"}
+                "updated_at": "NOT NULL DEFAULT pg_catalog.now()"}
     body = ", ".join(f"{quote_ident(c)} {t} {defaults.get(c, '')}".rstrip() for c, t in columns)
     db.execute(f"CREATE TABLE {qualified} ({body}, PRIMARY KEY (source_key, part_id))")
     db.execute(f"ALTER TABLE {qualified} OWNER TO {quote_ident(owner_role)}")

@@ -8,7 +8,8 @@ from ..redact import redact
 
 _UPSERT_KEY = """
     INSERT INTO aidb.pipeline_error_log (pipeline_id, source_key, step, category, message)
-    SELECT %s, k, %s, %s, m FROM unnest(%s::text[], %s::text[]) AS u(k, m)
+    SELECT %s, k, %s, %s, m FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]),
+                                        pg_catalog.unnest(%s::pg_catalog.text[])) AS u(k, m)
     ON CONFLICT (pipeline_id, source_key) WHERE source_key IS NOT NULL DO UPDATE
     SET step = EXCLUDED.step, category = EXCLUDED.category, message = EXCLUDED.message,
         attempts = pipeline_error_log.attempts + 1, last_attempt = now()"""

@@ -10,11 +10,12 @@ import json
 
 from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE
 from ..privileges import require_aidb_user
-from . import capture, destination, volume_source
+from . import destination, volume_source
 from .definition import load_pipeline, load_pipeline_by_id
 from .queries import BatchQueries
 from .source import resolve_source
 from .steps import knowledge_base_of, validate_steps
+from ..sqltext import sql
 
 MODES = ("Live", "Background", "Disabled")
 
@@ -33,12 +34,12 @@ def create_pipeline(db, args, model_loader):
         origin = _table_origin(db, args, owner)
     steps = validate_steps(args["steps"], origin["kind"])
     _check_step_models(steps, model_loader)
-    columns = destination.expected_columns(origin["key_type"], _model_dimensions(db, steps, model_loader))
+    columns = destination.expected_columns(db, origin["key_type"], _model_dimensions(db, steps, model_loader))
     schema, table, dest_oid = destination.resolve_destination(db, args["name"], args["destination"],
                                                               origin["schema"])
     if dest_oid is not None:
         destination.check_existing(db, dest_oid, f"{schema}.{table}", columns)
-        dest_name = dest_oid
+        dest_name = destination.qualified_name(schema, table)
     else:
         dest_name = destination.create(db, schema, table, columns, owner)
     pipeline_id = db.query("""
@@ -53,7 +54,7 @@ def create_pipeline(db, args, model_loader):
                            str(dest_name), _json(steps), args["auto_processing"], args["batch_size"],
                            args["background_sync_interval"], owner)[0]["id"]
     pipeline = load_pipeline_by_id(db, pipeline_id)
-    install_objects(db, pipeline)
+    install_objects(db, pipeline, fresh=True)
     _capture_existing(db, pipeline)
     return pipeline
 
@@ -84,7 +85,7 @@ def _volume_origin(db, args):
 
 
 def _current_schema(db):
-    return db.query("SELECT current_schema() AS s")[0]["s"]
+    return db.resolve_with_caller_path("SELECT pg_catalog.current_schema() AS s")[0]["s"]
 
 
 def _capture_existing(db, pipeline):
@@ -97,13 +98,11 @@ def _capture_existing(db, pipeline):
     db.execute(BatchQueries(pipeline).enqueue_all)
 
 
-def install_objects(db, pipeline):
-    """Backlog, state and (tables) the capture function and triggers, via the
-    narrow SECURITY DEFINER helper; the capture body and which function the
-    triggers call depend on the mode."""
-    body = (capture.capture_function_body(pipeline, live=pipeline.auto_processing == "Live")
-            if pipeline.source_kind == "table" else "")
-    db.execute("SELECT aidb._install_pipeline_objects(%s::int, %s)", pipeline.id, body)
+def install_objects(db, pipeline, fresh=False):
+    """Backlog, state, the owner's functions and (tables) the capture
+    function and triggers, via the narrow SECURITY DEFINER installer, which
+    builds them all from the catalogs (sql/ext/25_pipeline_objects.sql)."""
+    db.execute("SELECT aidb._install_pipeline_objects(%s::int, %s)", pipeline.id, fresh)
 
 
 def pipeline_for_change(db, name):
@@ -141,7 +140,7 @@ def delete_pipeline(db, name, drop_destination):
     db.execute("SELECT aidb._drop_pipeline_objects(%s::int)", pipeline.id)
     db.execute("DELETE FROM aidb.pipeline_registry WHERE id = %s", pipeline.id)
     if drop_destination and pipeline.destination is not None:   # None: dropped by hand
-        db.execute(f"DROP TABLE {pipeline.destination}")
+        db.execute(sql("DROP TABLE {destination}", destination=pipeline.destination_name))
 
 
 # --- checks ----------------------------------------------------------------------------

@@ -1,6 +1,18 @@
-"""The SQL of a pipeline's batches, built in one place from the pipeline's
-quoted identifiers. Keys travel as text (any key type works the same way)
-and are cast back to the key type inside each statement."""
+"""The SQL of a pipeline's batches, built in one place (aidb.sqltext) from the
+pipeline's quoted names (docs/architecture.md, "The batch protocol").
+
+Keys travel in their own type: every key parameter is cast to the key's
+base type and compared with the type's own equality operator, named with
+its schema. Statements that touch what the pipeline owner controls call the
+owner's SECURITY DEFINER functions (aidb._source_<id>, ...); the others read
+and write aidb's own backlog and state tables. Every entry point runs with
+search_path = pg_catalog, pg_temp, and every name here is qualified anyway.
+"""
+
+from ..sqltext import sql
+
+# The smallest tid: claims start there and continue after the last one taken.
+FIRST_TID = "(0,0)"
 
 
 class BatchQueries:
@@ -8,84 +20,70 @@ class BatchQueries:
 
     def __init__(self, pipeline):
         p = pipeline
-        keys = f"%s::text[]::{p.key_type}[]"          # a text[] parameter of keys
-        # Taken before a run touches the backlog. TRUNCATE on the source locks
-        # the source, then (in its capture trigger) backlog, destination and
-        # state; a run that held backlog locks while waiting to read the
-        # source would deadlock with it, so runs lock the source first too.
-        self.lock_source = f"LOCK TABLE {p.source} IN ACCESS SHARE MODE"
-        # Advisory try-locks are taken in key order (a DISTINCT subquery is
-        # never flattened, so the projection runs on sorted rows); a key that
-        # another process holds comes back with locked = false.
-        self.claim_and_lock = f"""
-            SELECT k, pg_catalog.pg_try_advisory_xact_lock({p.id}, pg_catalog.hashtext(k)) AS locked
-            FROM (SELECT DISTINCT key, key::text AS k
-                  FROM (SELECT key FROM {p.backlog}
-                        WHERE key <> ALL ({keys})
-                        LIMIT %s FOR UPDATE SKIP LOCKED) AS claimed
-                  ORDER BY key) AS ordered"""
-        # Rows of our keys that another transaction has claimed are skipped:
-        # waiting for them could deadlock, and processing a key twice is harmless.
-        self.delete_backlog = f"""
-            DELETE FROM {p.backlog} WHERE ctid = ANY (ARRAY(
-                SELECT ctid FROM {p.backlog} WHERE key = ANY ({keys})
-                FOR UPDATE SKIP LOCKED))"""
-        self.read_source = f"""
-            SELECT k.k AS key, s.aidb_data AS data,
-                   pg_catalog.md5(s.aidb_data)::uuid::text AS hash, st.hash::text AS stored_hash
-            FROM pg_catalog.unnest(%s::text[]) AS k(k)
-            LEFT JOIN (SELECT {p.key_column} AS aidb_key, {p.data_column}::text AS aidb_data
-                       FROM {p.source} WHERE {self._filter(p)}) AS s
-                   ON s.aidb_key = k.k::{p.key_type}
-            LEFT JOIN {p.state} st ON st.key = k.k::{p.key_type}"""
-        self.delete_destination = f"DELETE FROM {p.destination} WHERE source_key = ANY ({keys})"
-        self.insert_destination = self._insert_destination(p)
-        self.forget_state = f"DELETE FROM {p.state} WHERE key = ANY ({keys})"
-        self.remember_state = f"""
-            INSERT INTO {p.state} (key, hash)
-            SELECT k::{p.key_type}, h::uuid FROM unnest(%s::text[], %s::text[]) AS u(k, h)
-            ON CONFLICT (key) DO UPDATE SET hash = EXCLUDED.hash, updated_at = now()"""
-        self.requeue = f"INSERT INTO {p.backlog} (key) SELECT pg_catalog.unnest({keys})"
-        self.enqueue_drift = f"""
-            INSERT INTO {p.backlog} (key)
-            SELECT coalesce(s.aidb_key, st.key)
-            FROM (SELECT {p.key_column} AS aidb_key,
-                         pg_catalog.md5({p.data_column}::text)::uuid AS hash
-                  FROM {p.source}
-                  WHERE {p.data_column} IS NOT NULL AND {self._filter(p)}) AS s
-            FULL JOIN {p.state} st ON st.key = s.aidb_key
-            WHERE s.hash IS DISTINCT FROM st.hash"""
-        self.enqueue_all = f"""
-            INSERT INTO {p.backlog} (key)
-            SELECT {p.key_column} FROM {p.source}
-            UNION SELECT source_key FROM {p.destination}"""
-        self.pending_keys = f"SELECT count(DISTINCT key) AS n FROM {p.backlog}"
+        names = {"backlog": p.backlog, "state": p.state, "kt": p.key_type_name, "eq": p.equals}
+        self.state_table = p.state.text        # as a regclass parameter
+
+        def q(template):
+            return sql(template, **names)
+
+        # Up to batch_size backlog rows after the tid where the last claim
+        # stopped: a TID range scan, so a claim costs the same however many
+        # rows this transaction has claimed (and deleted) before.
+        self.claim = q("""
+            SELECT ctid::pg_catalog.text AS tid, key FROM {backlog}
+            WHERE ctid OPERATOR(pg_catalog.>) %s::pg_catalog.tid
+            LIMIT %s FOR UPDATE SKIP LOCKED""")
+        # A key's lock is the row lock on its state row: row locks live in the
+        # tuples, so a run holds any number of them without touching the lock
+        # table. New keys get their row first (a NULL hash: nothing built yet);
+        # a batch does not wait for another transaction adding the same key,
+        # Live (inside the writer's transaction) does.
+        self.add_state_rows = q("SELECT aidb._add_state_rows(%s::pg_catalog.regclass, %s::{kt}[])")
+        self.add_state_rows_waiting = q("""
+            INSERT INTO {state} (key)
+            SELECT u.k FROM pg_catalog.unnest(%s::{kt}[]) AS u(k) ORDER BY 1
+            ON CONFLICT DO NOTHING""")
+        self.lock_keys = q("""
+            SELECT key, hash::pg_catalog.text AS hash FROM {state}
+            WHERE key {eq} ANY (%s::{kt}[]) FOR UPDATE SKIP LOCKED""")
+        self.lock_keys_waiting = q("""
+            SELECT key, hash::pg_catalog.text AS hash FROM {state}
+            WHERE key {eq} ANY (%s::{kt}[]) FOR UPDATE""")
+        self.delete_claimed = q("""
+            DELETE FROM {backlog} WHERE ctid OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.tid[])""")
+        self.remember_state = q("""
+            UPDATE {state} AS st SET hash = u.h::pg_catalog.uuid, updated_at = pg_catalog.now()
+            FROM ROWS FROM (pg_catalog.unnest(%s::{kt}[]), pg_catalog.unnest(%s::pg_catalog.text[])) AS u(k, h)
+            WHERE st.key {eq} u.k""")
+        self.forget_state = q("DELETE FROM {state} WHERE key {eq} ANY (%s::{kt}[])")
+        self.requeue = q("INSERT INTO {backlog} (key) SELECT pg_catalog.unnest(%s::{kt}[])")
+        self.pending_keys = q("SELECT pg_catalog.count(DISTINCT key) AS n FROM {backlog}")
         # O(1), unlike the count: what a worker asks after every batch.
-        self.backlog_empty = f"SELECT NOT EXISTS (SELECT FROM {p.backlog}) AS empty"
-
-    @staticmethod
-    def _filter(pipeline):
-        return filter_expression(pipeline.source_filter)
-
-    @staticmethod
-    def _insert_destination(p):
-        """Destination rows from parallel arrays (key, part id, value[, vector as float4 bytes])."""
-        from .steps import knowledge_base_of
-        if knowledge_base_of(p.steps) is None:
-            return f"""
-                INSERT INTO {p.destination} (source_key, part_id, value)
-                SELECT k::{p.key_type}, i, v
-                FROM unnest(%s::text[], %s::int[], %s::text[]) AS u(k, i, v)"""
-        return f"""
-            INSERT INTO {p.destination} (source_key, part_id, value, embedding)
-            SELECT k::{p.key_type}, i, v, aidb._float4_vector(e)
-            FROM unnest(%s::text[], %s::int[], %s::text[], %s::bytea[]) AS u(k, i, v, e)"""
-
-
-def filter_expression(source_filter):
-    """The user's boolean expression over a source row, parenthesised. It was
-    checked when the pipeline was created and runs with the pipeline owner's
-    rights only; the newline ends any trailing -- comment inside it."""
-    # Engine SQL is a %s-format string for both database adapters: a literal
-    # % in the filter (LIKE 'a%') must be doubled.
-    return f"({source_filter.replace('%', '%%')}\n)" if source_filter else "true"
+        self.backlog_empty = q("SELECT NOT EXISTS (SELECT FROM {backlog}) AS empty")
+        self.write_destination = sql("""
+            SELECT {destination}(%s::{kt}[], %s::{kt}[], %s::pg_catalog.int4[],
+                                 %s::pg_catalog.text[], %s::pg_catalog.bytea[]) AS busy""",
+                                     destination=p.owner_function("destination"), **names)
+        if p.source_kind == "volume":
+            return
+        names.update(source=p.source_name, read=p.owner_function("source"),
+                     drift=p.owner_function("drift"), all_keys=p.owner_function("all_keys"))
+        # Taken without waiting, inside a savepoint that is rolled back once the
+        # rows are read: no lock on the source is held while a model is called,
+        # and a batch never waits behind DDL (which would wait behind it).
+        self.lock_source = q("LOCK TABLE {source} IN ACCESS SHARE MODE NOWAIT")
+        # run_pipeline instead holds the source from its start to its end, as
+        # any reader in the caller's transaction would: a run of many batches
+        # in one transaction that took the source only after claiming keys
+        # would deadlock with TRUNCATE (source, then backlog in its trigger).
+        self.hold_source = q("LOCK TABLE {source} IN ACCESS SHARE MODE")
+        self.read_source = q("""
+            SELECT s.key, s.data,
+                   pg_catalog.md5(s.data)::pg_catalog.uuid::pg_catalog.text AS hash
+            FROM {read}(%s::{kt}[]) AS s""")
+        self.enqueue_drift = q("""
+            INSERT INTO {backlog} (key)
+            SELECT coalesce(s.key, st.key)
+            FROM {drift}() AS s FULL JOIN {state} AS st ON st.key {eq} s.key
+            WHERE s.hash IS DISTINCT FROM st.hash""")
+        self.enqueue_all = q("INSERT INTO {backlog} (key) SELECT k FROM {all_keys}() AS k")

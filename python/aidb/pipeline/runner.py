@@ -8,15 +8,15 @@ aidb.pipeline_errors / aidb.pipem, and draining stops.
 """
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import AidbError, ModelError, PIPELINE_PERMANENT, PIPELINE_TEMPORARY
 from . import error_log, volume_source
-from .batch import run_batch
+from .batch import ClaimCursor, SourceBusy, run_batch
 from .queries import BatchQueries
 from .source import check_owner_can_read
 from .vector_index import ensure_vector_index
+from ..sqltext import sql
 
 PROGRESS_EVERY_SECONDS = 5.0
 
@@ -27,6 +27,7 @@ class RunSummary:
     embedded: int = 0
     removed: int = 0
     failed: int = 0
+    busy: int = 0
     seconds: float = 0.0
     error: ModelError | None = None
 
@@ -35,16 +36,13 @@ class RunSummary:
         return self.processed / self.seconds if self.seconds > 0 else None
 
 
-def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, reconcile_view=True):
+def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, reconcile_view=True,
+                 cursor=None):
     """Process pending work until the backlog is empty (or only holds keys
-    that other processes are working on), or a batch fails. Runs with the
-    pipeline owner's rights, whoever calls it (DESIGN.md: the source_filter
-    never runs with anyone else's)."""
-    with as_pipeline_owner(db, pipeline):
-        return _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_view)
-
-
-def _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_view):
+    that other transactions hold), or a batch fails. Whoever calls it, the
+    owner's SQL runs only inside the owner's own functions (batch.py), so a
+    superuser running someone's pipeline lends it no rights. `cursor` (a
+    worker's, kept between its batches) says where claims continue."""
     started = time.monotonic()
     summary = RunSummary()
     try:
@@ -54,24 +52,33 @@ def _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_v
         error_log.record_pipeline_error(db, pipeline.id, "source", PIPELINE_PERMANENT, exc.message)
         _save_stats(db, pipeline, summary)
         return summary
-    _lock_source(db, pipeline)
     if pipeline.source_kind in ("view", "volume") and reconcile_view:
         reconcile(db, pipeline)
+    hold_source = max_batches is None and pipeline.source_kind != "volume"
+    if hold_source:
+        db.execute(BatchQueries(pipeline).hold_source)
     pending = _pending(db, pipeline) if progress else 0
-    claimed_so_far, batches, last_report = [], 0, started
+    cursor = cursor or ClaimCursor()
+    batches, last_report, rewound = 0, started, False
     while max_batches is None or batches < max_batches:
         try:
             with db.savepoint():
-                result = run_batch(db, pipeline, model_loader, claimed_so_far)
-        except ModelError as exc:
+                result = run_batch(db, pipeline, model_loader, cursor, wait_for_source=hold_source)
+        except (ModelError, SourceBusy) as exc:
             summary.error = exc
             _record_failure(db, pipeline, exc)
             break
         if not result.claimed:
+            # Once per run, go back to the first page: rows may have landed
+            # before the cursor. More would loop on keys others hold.
+            if not rewound and cursor.rewind():
+                rewound = True
+                continue
             break
+        if result.busy and not result.processed:
+            break                   # only keys whose rows another transaction holds
         batches += 1
-        claimed_so_far += result.claimed
-        for name in ("processed", "embedded", "removed", "failed"):
+        for name in ("processed", "embedded", "removed", "failed", "busy"):
             setattr(summary, name, getattr(summary, name) + getattr(result, name))
         if progress and time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
             last_report = time.monotonic()
@@ -83,20 +90,6 @@ def _run_as_owner(db, pipeline, model_loader, max_batches, progress, reconcile_v
             ensure_vector_index(db, pipeline)     # once the (initial) backlog is drained
     _save_stats(db, pipeline, summary)
     return summary
-
-
-@contextmanager
-def as_pipeline_owner(db, pipeline):
-    """SET ROLE to the pipeline's owner for the block (as is_local, so a
-    failed transaction resets it too), then back to the caller's role."""
-    previous = db.query("SELECT current_setting('role') AS r")[0]["r"]
-    owner = db.query("SELECT rolname FROM pg_catalog.pg_roles WHERE oid = %s::regrole",
-                     pipeline.owner_role)[0]["rolname"]
-    db.execute("SELECT set_config('role', %s, true)", owner)
-    try:
-        yield
-    finally:
-        db.execute("SELECT set_config('role', %s, true)", previous)
 
 
 def _pending(db, pipeline):
@@ -114,7 +107,8 @@ def _report(db, pipeline, summary, pending, elapsed):
 
 def _record_failure(db, pipeline, exc):
     category = PIPELINE_PERMANENT if exc.category == PIPELINE_PERMANENT else PIPELINE_TEMPORARY
-    error_log.record_pipeline_error(db, pipeline.id, "KnowledgeBase", category, exc.message)
+    step = "read" if isinstance(exc, SourceBusy) else "KnowledgeBase"
+    error_log.record_pipeline_error(db, pipeline.id, step, category, exc.message)
 
 
 def _save_stats(db, pipeline, summary):
@@ -130,35 +124,31 @@ def _save_stats(db, pipeline, summary):
                summary.error.message if summary.error else None)
 
 
-def _lock_source(db, pipeline):
-    """Source before backlog: the lock order of TRUNCATE's capture trigger
-    (see BatchQueries.lock_source); held until the caller's transaction ends."""
-    if pipeline.source_kind != "volume":
-        db.execute(BatchQueries(pipeline).lock_source)
-
-
 def reconcile(db, pipeline):
     """Enqueue every key whose source content differs from what the
     destination was built from; returns how many were found. For a volume,
-    that is a scan of it."""
+    that is a scan of it. The source is read by the owner's function."""
     if pipeline.source_kind == "volume":
-        with as_pipeline_owner(db, pipeline):
-            return volume_source.scan(db, pipeline)
-    sql = f"WITH enqueued AS ({BatchQueries(pipeline).enqueue_drift} RETURNING 1) " \
-          "SELECT count(*) AS n FROM enqueued"
-    with as_pipeline_owner(db, pipeline):
-        check_owner_can_read(db, pipeline)
-        _lock_source(db, pipeline)   # the INSERT below would lock the backlog first
-        return db.query(sql)[0]["n"]
+        return volume_source.scan(db, pipeline)
+    check_owner_can_read(db, pipeline)
+    statement = sql("WITH enqueued AS ({enqueue} RETURNING 1) "
+                    "SELECT pg_catalog.count(*) AS n FROM enqueued",
+                    enqueue=BatchQueries(pipeline).enqueue_drift)
+    return db.query(statement)[0]["n"]
 
 
-def run_worker_batch(db, pipeline, model_loader):
+def run_worker_batch(db, pipeline, model_loader, cursor=None):
     """One batch for a worker (background or external), which commits after
     it: returns the keys processed, or -1 when the batch failed (recorded in
     the error log; the worker backs off). A view source is reconciled when
-    its backlog is empty, so a backfill does not rescan the view per batch."""
+    its backlog is empty, so a backfill does not rescan the view per batch.
+    A batch whose every key was handed back (rows held by another open
+    transaction) counts as failed, so the worker backs off instead of
+    claiming them again at once."""
     if pipeline.source_kind in ("view", "volume") and _backlog_empty(db, pipeline):
         reconcile(db, pipeline)
     summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False,
-                           reconcile_view=False)
-    return -1 if summary.error is not None else summary.processed
+                           reconcile_view=False, cursor=cursor)
+    if summary.error is not None or (summary.busy and not summary.processed):
+        return -1
+    return summary.processed

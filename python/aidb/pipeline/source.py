@@ -66,8 +66,8 @@ def _lookup(db, name):
                            hint='Use table or schema.table; quote unusual names ("My Table").')
     if len(parts) == 2:
         return db.query(_LOOKUP + "n.nspname = %s AND c.relname = %s", *parts)
-    return db.query(_LOOKUP + "c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(%s))",
-                    parts[0])
+    return db.resolve_with_caller_path(
+        _LOOKUP + "c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(%s))", parts[0])
 
 
 def _check_privileges(db, name, row, owner_role):

@@ -2,7 +2,7 @@
 (building it row by row during a backfill would cost far more), with the
 operator class of the pipeline's distance operator."""
 
-from .definition import quote_ident
+from ..sqltext import ident, sql
 from .steps import knowledge_base_of
 
 OPERATOR_CLASSES = {"L2": "vector_l2_ops", "Cosine": "vector_cosine_ops",
@@ -20,23 +20,35 @@ def ensure_vector_index(db, pipeline):
     kind = (options or {}).get("vector_index", {}).get("type", "hnsw")
     if options is None or kind == "none":
         return None
-    schema = db.query("SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                      "ON n.oid = c.relnamespace WHERE c.oid = %s::regclass", pipeline.destination)[0]
-    qualified = f"{quote_ident(schema['nspname'])}.{quote_ident(index_name(pipeline))}"
-    if db.query("SELECT pg_catalog.to_regclass(%s) AS r", qualified)[0]["r"] is not None:
+    facts = db.query(_FACTS, index_name(pipeline), pipeline.destination)[0]
+    if facts["exists"]:
         return index_name(pipeline)
-    dimensions = db.query("SELECT pg_catalog.format_type(atttypid, atttypmod) AS t "
-                          "FROM pg_catalog.pg_attribute WHERE attrelid = %s::regclass "
-                          "AND attname = 'embedding'", pipeline.destination)[0]["t"]
-    if int(dimensions.split("(")[1].rstrip(")")) > MAX_INDEXED_DIMENSIONS:
-        db.notice(f'pipeline "{pipeline.name}": {dimensions} has more dimensions than a '
-                  f"{kind} index supports ({MAX_INDEXED_DIMENSIONS}); queries scan exactly")
+    if facts["dimensions"] > MAX_INDEXED_DIMENSIONS:
+        db.notice(f'pipeline "{pipeline.name}": vector({facts["dimensions"]}) has more dimensions '
+                  f"than a {kind} index supports ({MAX_INDEXED_DIMENSIONS}); queries scan exactly")
         return None
-    db.execute(f"CREATE INDEX {quote_ident(index_name(pipeline))} ON {pipeline.destination} "
-               f"USING {kind} (embedding {OPERATOR_CLASSES[options['distance_operator']]})"
-               f"{_with_clause(db, pipeline, kind, options['vector_index'])}")
+    db.execute(sql("CREATE INDEX {index} ON {destination} USING {method} (embedding {opclass})",
+                   index=ident(index_name(pipeline)), destination=pipeline.destination_name,
+                   method=ident(kind),
+                   opclass=ident(facts["vector_schema"], OPERATOR_CLASSES[options["distance_operator"]]))
+               + _with_clause(db, pipeline, kind, options["vector_index"]))
     db.notice(f'pipeline "{pipeline.name}": built the {kind} index {index_name(pipeline)}')
     return index_name(pipeline)
+
+
+# Whether the index exists already, the embedding's dimensions, and the
+# schema of pgvector's operator classes (the engine's search_path is
+# pg_catalog only).
+_FACTS = """
+SELECT EXISTS (SELECT FROM pg_catalog.pg_class i
+               WHERE i.relname = %s AND i.relnamespace = d.relnamespace) AS exists,
+       a.atttypmod AS dimensions,
+       (SELECT n.nspname FROM pg_catalog.pg_extension e
+        JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+        WHERE e.extname = 'vector') AS vector_schema
+FROM pg_catalog.pg_class d
+JOIN pg_catalog.pg_attribute a ON a.attrelid = d.oid AND a.attname = 'embedding'
+WHERE d.oid = %s::pg_catalog.regclass"""
 
 
 def _with_clause(db, pipeline, kind, settings):
@@ -45,6 +57,8 @@ def _with_clause(db, pipeline, kind, settings):
     if kind == "hnsw":
         params = {k: int(settings[k]) for k in ("m", "ef_construction") if k in settings}
     else:
-        rows = db.query(f"SELECT count(*) AS n FROM {pipeline.destination}")[0]["n"]
+        rows = db.query(sql("SELECT pg_catalog.count(*) AS n FROM {destination}",
+                            destination=pipeline.destination_name))[0]["n"]
         params = {"lists": int(settings.get("lists", max(10, rows // 1000)))}
-    return (" WITH (" + ", ".join(f"{k} = {v}" for k, v in params.items()) + ")") if params else ""
+    # The parameters are integers (int() above), so they can be part of the text.
+    return sql(" WITH (" + ", ".join(f"{k} = {v}" for k, v in params.items()) + ")") if params else sql("")

@@ -11,6 +11,7 @@ import hashlib
 import uuid
 
 from ..errors import AidbError, RECORD_PERMANENT
+from ..sqltext import sql
 
 
 def fingerprint_hash(fingerprint):
@@ -34,17 +35,18 @@ def scan(db, pipeline):
     """List the volume; enqueue new, changed and vanished objects. Returns
     how many keys were enqueued, and counts the scan for aidb.pipem."""
     objects = list(_open(db, pipeline).list())
-    enqueued = db.query(f"""
+    enqueued = db.query(sql("""
         WITH listing AS (
-            SELECT k, pg_catalog.md5(f)::uuid AS hash
-            FROM unnest(%s::text[], %s::text[]) AS l(k, f)),
+            SELECT k, pg_catalog.md5(f)::pg_catalog.uuid AS hash
+            FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]),
+                           pg_catalog.unnest(%s::pg_catalog.text[])) AS l(k, f)),
         enqueued AS (
-            INSERT INTO {pipeline.backlog} (key)
+            INSERT INTO {backlog} (key)
             SELECT coalesce(l.k, st.key) FROM listing l
-            FULL JOIN {pipeline.state} st ON st.key = l.k
+            FULL JOIN {state} st ON st.key OPERATOR(pg_catalog.=) l.k
             WHERE l.hash IS DISTINCT FROM st.hash
             RETURNING 1)
-        SELECT count(*) AS n FROM enqueued""",
+        SELECT pg_catalog.count(*) AS n FROM enqueued""", backlog=pipeline.backlog, state=pipeline.state),
                         [o.key for o in objects], [o.fingerprint for o in objects])[0]["n"]
     db.execute("""
         INSERT INTO aidb.pipeline_run_stats (pipeline_id, scans_completed, objects_seen)
@@ -55,11 +57,10 @@ def scan(db, pipeline):
     return enqueued
 
 
-def read_rows(db, pipeline, keys):
+def read_rows(db, pipeline, keys, stored):
     """Rows for batch.process_keys — key, data (bytes; None: object gone),
-    hash, stored_hash — and {key: error} for objects that cannot be read."""
-    stored = {r["key"]: r["hash"] for r in db.query(
-        f"SELECT key, hash::text AS hash FROM {pipeline.state} WHERE key = ANY (%s::text[])", keys)}
+    hash, stored_hash — and {key: error} for objects that cannot be read;
+    `stored` holds the locked keys' stored hashes."""
     volume = _open(db, pipeline)
     rows, failures = [], {}
     for key in keys:

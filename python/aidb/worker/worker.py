@@ -23,6 +23,7 @@ from ..errors import AidbError
 from ..models import ModelCache
 from ..models.store import load_model
 from ..pipeline.definition import load_pipeline
+from ..pipeline.batch import ClaimCursor
 from ..pipeline.queries import BatchQueries
 from ..pipeline.runner import run_worker_batch
 from ..redact import redact
@@ -96,8 +97,11 @@ class Worker:
     def _connect(self):
         import psycopg
         try:
+            # Engine SQL qualifies what it names; the fixed search_path makes
+            # sure nothing unqualified could resolve to another user's object.
             return psycopg.connect(self.db_url, autocommit=True,
-                                   application_name="aidb external worker")
+                                   application_name="aidb external worker",
+                                   options="-c search_path=pg_catalog,pg_temp")
         except psycopg.Error as exc:
             reason = redact_db_error(_first_line(exc), self.db_url)
             raise WorkerError(f"cannot connect to {redact_url(self.db_url)}: {reason}") from None
@@ -162,7 +166,9 @@ class Worker:
         try:
             with db.connection.transaction():
                 pipeline = load_pipeline(db, name)
-                processed = run_worker_batch(db, pipeline, lambda m: load_model(db, models, m))
+                cursor = db.claim_cursors.setdefault(name, ClaimCursor())
+                processed = run_worker_batch(db, pipeline, lambda m: load_model(db, models, m),
+                                             cursor)
         except AidbError as exc:
             return self._failed(db, name, pipeline, exc.message)
         except Exception as exc:  # noqa: BLE001 — one pipeline's failure must not stop the worker
