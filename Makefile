@@ -48,7 +48,8 @@ install: install-engine
 # (scripts/setup.sh sets it): they are installed once into
 # $(ENGINE_DEPS_ROOT)/<hash of the requirements>, never changed after, and
 # each major's deps/ is a symlink to it. Left empty (packaging, the Docker
-# image), deps/ is a directory of its own.
+# image, a plain `make install`), deps/ is kept while it matches the
+# requirements (setup.sh's symlink included), else pip-installed in place.
 ENGINE_DEPS_ROOT ?=
 ENGINE_REQUIREMENTS = python/requirements-engine.txt
 PIP_ENGINE_DEPS = $(ENGINE_PYTHON) -m pip install --quiet --disable-pip-version-check \
@@ -63,7 +64,7 @@ install-engine:
 	mv '$(ENGINE_DIR)/engine.new' '$(ENGINE_DIR)/engine'
 	rm -rf '$(ENGINE_DIR)/engine.old'
 ifeq ($(ENGINE_DEPS_ROOT),)
-	@if [ ! -L '$(ENGINE_DIR)/deps' ] && cmp -s $(ENGINE_REQUIREMENTS) '$(ENGINE_DIR)/deps/.requirements'; then \
+	@if cmp -s $(ENGINE_REQUIREMENTS) '$(ENGINE_DIR)/deps/.requirements'; then \
 		echo "engine dependencies are up to date"; \
 	else \
 		rm -rf '$(ENGINE_DIR)/deps' && \

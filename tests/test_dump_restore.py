@@ -32,6 +32,7 @@ def restored_dbname(cluster):
         yield name
 
 
+@pytest.mark.smoke
 def test_dump_and_restore_keep_pipelines_and_their_pending_work(cluster, dbname, conn,
                                                                  restored_dbname, model_server):
     create_fake_model(conn, model_server.url, TEST_API_KEY)

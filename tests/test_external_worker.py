@@ -151,6 +151,7 @@ def run_on_a_terminal(args, cwd):
     return process.wait(timeout=CLI_TIMEOUT), output.decode(errors="replace")
 
 
+@pytest.mark.smoke
 def test_once_drains_the_backlog_and_exits_zero(cluster, dbname, conn, fake_model, tmp_path):
     create_docs(conn, numbered_docs(range(1, 61)))
     create_pipeline(conn, auto_processing="Background", batch_size=10)
@@ -361,6 +362,7 @@ def write_while_workers_keep_up(writer, pipelines=("p",)):
                      message="the workers to catch up")
 
 
+@pytest.mark.smoke
 def test_two_external_workers_and_a_background_worker_share_a_pipeline(
         cluster, dbname, conn, connect, fake_model, background_workers, tmp_path):
     create_docs(conn, numbered_docs(range(1, 101)))

@@ -147,6 +147,7 @@ def wait_for_new_runs(runners):
     assert not errors, f"a concurrent run_pipeline failed: {errors[0]!r}"
 
 
+@pytest.mark.smoke
 def test_concurrent_runs_during_random_changes_end_consistent(conn, connect, fake_model):
     rng = random.Random(20261122)
     create_docs(conn, [(i, random_body(rng)) for i in range(1, 61)])
@@ -179,6 +180,7 @@ def waits_for_lock(conn, pid):
                         (pid,)).fetchone()[0]
 
 
+@pytest.mark.smoke
 def test_truncate_while_a_run_waits_for_the_source(conn, connect, fake_model):
     """A run that touched the backlog before blocking on the source would
     deadlock with TRUNCATE, which locks the source and then (in its capture
@@ -396,6 +398,7 @@ def test_reconcile_finds_changes_made_without_triggers(conn, fake_model):
 
 # --- 8. Live mode ------------------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_live_mode_embeds_inside_the_statement(conn, fake_model):
     create_docs(conn, numbered_docs(range(1, 6)))
     create_pipeline(conn, auto_processing="Live")
@@ -414,6 +417,7 @@ def test_live_mode_embeds_inside_the_statement(conn, fake_model):
 
 # --- 9. updates of other columns ------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_unrelated_column_updates_cost_nothing(conn, fake_model):
     create_docs(conn, numbered_docs(range(1, 21)))
     create_pipeline(conn)

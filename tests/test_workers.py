@@ -63,6 +63,7 @@ def destination_count(conn, name="p"):
 
 # --- 1. SIGTERM ----------------------------------------------------------------------------------
 
+@pytest.mark.smoke
 @pytest.mark.resilience
 def test_terminated_worker_is_replaced(conn, fake_model):
     create_docs(conn, numbered_docs(range(1, 21)))
@@ -83,6 +84,7 @@ def test_terminated_worker_is_replaced(conn, fake_model):
 PIPELINES = ("p1", "p2", "p3")
 
 
+@pytest.mark.smoke
 @pytest.mark.resilience
 def test_killed_worker_crash_restart_loses_no_key(cluster, dbname, conn, fake_model):
     fill_docs(conn, 600)
@@ -142,6 +144,7 @@ def small_cluster():
         pg.destroy()
 
 
+@pytest.mark.smoke
 def test_pipelines_beyond_free_slots_wait_then_start(small_cluster, model_server):
     names = ["p1", "p2", "p3"]
     with psycopg.connect(small_cluster.dsn(), autocommit=True) as conn:
@@ -255,6 +258,7 @@ def test_rolled_back_registry_changes_never_reach_the_launcher(conn, fake_model)
 
 # --- 8. a failed DROP DATABASE gives the database its workers back -------------------------------
 
+@pytest.mark.smoke
 def test_failed_drop_database_restarts_its_workers(cluster, dbname, conn, fake_model):
     create_docs(conn, numbered_docs(range(1, 6)))
     first = background_pipeline(conn)
