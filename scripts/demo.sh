@@ -22,6 +22,9 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "installing aidb and its dependencies (quick when already done)"
 scripts/setup.sh
+# The server setup.sh installed aidb into (PG_MAJOR, default 15), for pgcluster.py.
+PG_CONFIG=$(scripts/setup.sh --pg-config)
+export PG_CONFIG
 
 say "starting the demo cluster"
 # A running cluster keeps the aidb.so it preloaded: restart it on the one
