@@ -49,6 +49,10 @@ STAMP_TEXT="${PG_SRC[*]} ${VECTOR_SRC[*]} without-patches:$(echo $SKIP_PATCHES |
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { echo "build-postgres.sh: $*" >&2; exit 1; }
 
+# One build of a major at a time (a second waits, then finds it built).
+mkdir -p "$ROOT"
+exec 9>"$ROOT/.build-$MAJOR.lock"
+flock 9
 if [ -f "$PREFIX/.aidb-build" ] && [ "$(cat "$PREFIX/.aidb-build")" = "$STAMP_TEXT" ] \
         && [ -x "$PREFIX/bin/pg_config" ]; then
     echo "PostgreSQL $MAJOR is up to date in $PREFIX (${PG_SRC[1]}, pgvector ${VECTOR_SRC[1]})"
@@ -133,7 +137,6 @@ get_source "${PG_SRC[@]}" "$build/postgresql"
     && make -s install DESTDIR="$build/stage" >/dev/null) \
     || die "building PostgreSQL $MAJOR failed (source in $build/postgresql)"
 rm -rf "$PREFIX.new"
-mkdir -p "$ROOT"
 mv "$build/stage$PREFIX" "$PREFIX.new"
 
 # pg_config answers relative to where it is, so the staged server builds
