@@ -170,6 +170,39 @@ def test_killed_launcher_crash_restart_leaves_one_worker_each(cluster, dbname, c
         assert one_worker_each(fresh) == new_pids
 
 
+def set_max_workers(conn, count):
+    """aidb.max_workers for the cluster (None: back to the default)."""
+    conn.execute("ALTER SYSTEM RESET aidb.max_workers" if count is None else
+                 f"ALTER SYSTEM SET aidb.max_workers = {int(count)}")
+    conn.execute("SELECT pg_reload_conf()")
+
+
+def test_adopted_workers_count_against_max_workers(cluster, conn, model_server):
+    """With aidb.max_workers = 1 taken by a worker the new launcher did not
+    start, the other pipeline keeps waiting: the launcher says so again
+    rather than starting a second worker."""
+    create_fake_model(conn, model_server.url, TEST_API_KEY)
+    create_docs(conn, [(1, "the only document")])
+    create_pipeline(conn, "p1", auto_processing="Background")
+    first = wait_for(lambda: running_worker(conn, "p1"), message="p1's worker")
+    set_max_workers(conn, 1)
+    try:
+        create_pipeline(conn, "p2", auto_processing="Background")
+        wait_for(lambda: metrics(conn, "p2")["Status"] == "WaitingForWorker",
+                 message="p2 to wait for a worker")
+        _, log_start = restart_launcher(cluster, conn)
+        waits = 'WARNING:  aidb: pipeline "p2" waits for a worker: aidb.max_workers (1) are running'
+        wait_for(lambda: waits in cluster.log_text()[log_start:],
+                 message="the new launcher to keep p2 waiting")
+        assert f'"p1" (pid {first})' in cluster.log_text()[log_start:]     # adopted
+        assert workers_of(conn) == {"p1": [first]}
+        assert metrics(conn, "p2")["Status"] == "WaitingForWorker"
+    finally:
+        set_max_workers(conn, None)
+    wait_for(lambda: running_worker(conn, "p2"), message="p2's worker once a slot is free")
+    assert workers_of(conn)["p1"] == [first]
+
+
 def test_worker_state_crosses_as_a_code(conn, pipelines):
     """C hands SQL a code; aidb._worker_state alone adds the words users read."""
     rows = conn.execute("SELECT p.name, w.code, w.state FROM aidb.pipeline_registry p, "
