@@ -160,7 +160,8 @@ def test_killed_launcher_crash_restart_leaves_one_worker_each(cluster, dbname, c
         except psycopg.OperationalError:
             return None     # still recovering
     with wait_for(reconnect, timeout=60, message="the cluster to accept connections") as fresh:
-        assert re.search(r"aidb launcher.* was terminated by signal 9", cluster.log_text()[log_start:])
+        assert re.search(r"aidb launcher.* was terminated by signal 9",
+                         cluster.log_text()[log_start:])
         new_pids = wait_for(lambda: one_worker_each(fresh), timeout=30,
                             message="a worker for each pipeline after the crash")
         assert not set(new_pids.values()) & set(pipelines.values())
