@@ -19,7 +19,8 @@
  * Trigger arguments: pipeline id, key column, data column ('' = any column,
  * for pipelines with a source_filter). Only aidb._create_capture_triggers()
  * attaches this function (EXECUTE is revoked from PUBLIC), so the arguments
- * are aidb's own.
+ * are aidb's own. The backlog, though, is checked at every call
+ * (check_backlog): this code writes into it trusting its shape.
  */
 #include "aidb.h"
 
@@ -31,10 +32,12 @@
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
@@ -108,6 +111,78 @@ source_attnum(Relation source, const char *column)
 	return attnum;
 }
 
+/*
+ * Why the backlog is not the table aidb made, or NULL. Written through the
+ * table AM, it must be exactly that: a plain table of schema aidb owned by a
+ * superuser (pipeline owners may add and remove rows, never alter it), with
+ * nothing that would run code or hide rows (triggers, rules, row security),
+ * and the columns (key, queued_at) where key has the base type of the
+ * source's key column as it is now. A datum written into a column of
+ * another type corrupts the table or crashes the server: that is what
+ * ALTER TABLE source ALTER COLUMN key TYPE ... would otherwise lead to.
+ */
+static const char *
+backlog_problem(Relation backlog)
+{
+	Form_pg_class rel = backlog->rd_rel;
+	TupleDesc	desc = RelationGetDescr(backlog);
+	Form_pg_attribute key_attr;
+	Form_pg_attribute queued_attr;
+
+	if (rel->relkind != RELKIND_RELATION)
+		return "it is not a plain table";
+	if (rel->relnamespace != get_namespace_oid("aidb", false))
+		return "it is not in schema aidb";
+	if (!superuser_arg(rel->relowner))
+		return "it does not belong to a superuser";
+	if (backlog->trigdesc != NULL || rel->relhasrules)
+		return "it has triggers or rules";
+	if (rel->relrowsecurity || rel->relforcerowsecurity)
+		return "it has row-level security enabled";
+	if (desc->natts != 2)		/* dropped columns count: their slots would be unset */
+		return "its columns are not exactly (key, queued_at timestamptz)";
+	key_attr = TupleDescAttr(desc, 0);
+	queued_attr = TupleDescAttr(desc, 1);
+	if (key_attr->attisdropped || queued_attr->attisdropped ||
+		strcmp(NameStr(key_attr->attname), "key") != 0 ||
+		strcmp(NameStr(queued_attr->attname), "queued_at") != 0 ||
+		queued_attr->atttypid != TIMESTAMPTZOID)
+		return "its columns are not exactly (key, queued_at timestamptz)";
+	return NULL;
+}
+
+/* Refuse to write into a backlog that is not the table aidb made. */
+static void
+check_backlog(Relation backlog, Relation source, AttrNumber key_attnum, int32 pipeline_id)
+{
+	Form_pg_attribute source_key = TupleDescAttr(RelationGetDescr(source), key_attnum - 1);
+	const char *problem = backlog_problem(backlog);
+	Oid			backlog_key_type;
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("aidb pipeline %d cannot capture changes of table \"%s\": "
+						"its backlog aidb.%s is not the table aidb made: %s",
+						pipeline_id, RelationGetRelationName(source),
+						RelationGetRelationName(backlog), problem),
+				 errhint("Delete the pipeline with aidb.delete_pipeline() and create it again.")));
+	backlog_key_type = TupleDescAttr(RelationGetDescr(backlog), 0)->atttypid;
+	if (backlog_key_type != getBaseType(source_key->atttypid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("aidb pipeline %d cannot capture changes of table \"%s\": "
+						"the key column's type changed",
+						pipeline_id, RelationGetRelationName(source)),
+				 errdetail("Its backlog aidb.%s holds keys of type %s; column \"%s\" is now "
+						   "of type %s.", RelationGetRelationName(backlog),
+						   format_type_be(backlog_key_type), NameStr(source_key->attname),
+						   format_type_be(source_key->atttypid)),
+				 errhint("Change the column back to type %s, or delete the pipeline with "
+						 "aidb.delete_pipeline() and create it again.",
+						 format_type_be(backlog_key_type))));
+}
+
 /* Open the pipeline's backlog and its indexes, ready to append keys. */
 static void
 open_target(CaptureTarget *target, TriggerData *trigdata, int64 expected_keys)
@@ -132,6 +207,8 @@ open_target(CaptureTarget *target, TriggerData *trigdata, int64 expected_keys)
 				 errmsg("the backlog of aidb pipeline %d is missing", target->pipeline_id),
 				 errhint("Delete the pipeline with aidb.delete_pipeline() and create it again.")));
 	target->backlog = table_open(backlog_oid, RowExclusiveLock);
+	check_backlog(target->backlog, trigdata->tg_relation, target->key_attnum,
+				  target->pipeline_id);
 
 	/* The backlog's own index on key (CatalogIndexInsert does the same). */
 	index_oids = RelationGetIndexList(target->backlog);
