@@ -39,6 +39,7 @@ DECIDED = {
     "_pipeline_key": {PUBLIC}, "_key_type_facts": {PUBLIC},
     "_float4_vector": {PUBLIC}, "_add_state_rows": {PUBLIC},
     "_embed_query": {PUBLIC}, "_check_retrieval_destination": {PUBLIC},
+    "_owner_function_problem": {PUBLIC},
     # Run by aidb users and pipeline owners only.
     "_install_pipeline_objects": {USERS}, "_drop_pipeline_objects": {USERS},
     "_check_source_filter": {USERS},
@@ -46,8 +47,9 @@ DECIDED = {
     "_run_batch": {USERS}, "_record_worker_error": {USERS}, "_worker_heartbeat": {USERS},
     # Nobody: superusers and aidb's own SECURITY DEFINER functions only.
     **{name: NOBODY for name in (
-        "_publish_pipeline", "_depend_on_extension", "_depend_on_extension_if_possible",
+        "_publish_pipeline", "_depend_on_extension",
         "_capture_keys", "_registry_row_changed", "_errors_cleared",
+        "_guard_aidb_objects", "_guard_aidb_grants", "_guard_aidb_drops",
         "_build_pipeline_objects", "_create_bookkeeping", "_define_owner_function",
         "_source_sql", "_create_source_functions", "_create_destination_function",
         "_capture_body", "_capture_enqueue", "_create_capture_triggers",
