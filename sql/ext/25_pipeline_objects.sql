@@ -190,8 +190,8 @@ BEGIN
     -- UPDATE: what SELECT ... FOR UPDATE (a claim) requires.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s', backlog, owner);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s', state, owner);
-    PERFORM aidb._depend_on_extension_if_possible('pg_class'::regclass, to_regclass(backlog));
-    PERFORM aidb._depend_on_extension_if_possible('pg_class'::regclass, to_regclass(state));
+    PERFORM aidb._depend_on_extension('pg_class'::regclass, to_regclass(backlog));
+    PERFORM aidb._depend_on_extension('pg_class'::regclass, to_regclass(state));
 END
 $$;
 
@@ -214,7 +214,7 @@ BEGIN
     IF public_execute THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', fn);
     END IF;
-    PERFORM aidb._depend_on_extension_if_possible('pg_proc'::regclass,
+    PERFORM aidb._depend_on_extension('pg_proc'::regclass,
         (SELECT f.oid FROM pg_proc f WHERE f.pronamespace = 'aidb'::regnamespace
                                        AND f.proname = '_' || kind || '_' || p.id));
 END
@@ -317,7 +317,8 @@ $$;
 --             the old keys of a key change (after deleting their rows at once)
 --   DELETE    delete the keys' destination rows at once, and enqueue them
 --   TRUNCATE  empty backlog, state and destination (in that order: a batch
---             holds backlog and state before it writes the destination)
+--             holds backlog and state before it writes the destination);
+--             of one partition of the source: look at every key again
 -- NULL keys are skipped (a UNIQUE column allows them; they have no
 -- destination rows). With a source_filter, any change of an updated row
 -- enqueues its key (the filter may read any column); a batch skips keys whose
@@ -351,6 +352,8 @@ BEGIN
     ELSIF TG_OP = 'DELETE' THEN
         DELETE FROM %2$s AS d USING aidb_old AS o WHERE d.source_key %4$s o.%6$s;
         %7$s
+    ELSIF TG_OP = 'TRUNCATE' AND TG_RELID <> %10$s THEN
+        %11$s
     ELSIF TG_OP = 'TRUNCATE' THEN
         TRUNCATE %8$s, %9$s, %2$s;
     END IF;
@@ -365,7 +368,10 @@ $body$,
             key, equals, changed, gone)),
         key,
         aidb._capture_enqueue(p, key_type, format('SELECT o.%1$s FROM aidb_old o WHERE o.%1$s IS NOT NULL', key)),
-        backlog, state);
+        backlog, state, p.source::oid,
+        -- TRUNCATE of one partition: every known key is looked at again
+        -- (those that were in it lose their rows).
+        aidb._capture_enqueue(p, key_type, format('SELECT st.key FROM %s AS st', state)));
 END
 $$;
 
@@ -388,6 +394,9 @@ $$;
 -- engine runs in the trigger, through the capture function); DELETE and
 -- TRUNCATE through the capture function. A source_filter may read any
 -- column, so the fast path then compares whole rows (data column '').
+-- A partitioned source gets them on every partition too: statement triggers
+-- fire only for the table a statement names, and writes may name a
+-- partition (new partitions get theirs from part 70's event trigger).
 CREATE FUNCTION aidb._create_capture_triggers(p aidb.pipeline_registry)
     RETURNS void
     LANGUAGE plpgsql
@@ -398,19 +407,25 @@ DECLARE
     fast text := format('aidb._capture_keys(%L, %L, %L)', p.id, p.source_key_column,
                         CASE WHEN p.source_filter IS NULL THEN p.source_data_column ELSE '' END);
     event record;
+    target regclass;
 BEGIN
-    FOR event IN
-        SELECT * FROM (VALUES
-            ('insert',   'INSERT',   'REFERENCING NEW TABLE AS aidb_new',                    true),
-            ('update',   'UPDATE',   'REFERENCING OLD TABLE AS aidb_old NEW TABLE AS aidb_new', true),
-            ('delete',   'DELETE',   'REFERENCING OLD TABLE AS aidb_old',                    false),
-            ('truncate', 'TRUNCATE', '',                                                     false)
-        ) AS e(name, verb, referencing, fast_path)
+    FOR target IN SELECT t.relid FROM pg_partition_tree(p.source) t
+                  UNION SELECT p.source    -- (not partitioned: no tree)
     LOOP
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION %s',
-                       'aidb_' || p.id || '_' || event.name, event.verb, p.source, event.referencing,
-                       CASE WHEN event.fast_path AND p.auto_processing <> 'Live' THEN fast
-                            ELSE capture END);
+        FOR event IN
+            SELECT * FROM (VALUES
+                ('insert',   'INSERT',   'REFERENCING NEW TABLE AS aidb_new',                       true),
+                ('update',   'UPDATE',   'REFERENCING OLD TABLE AS aidb_old NEW TABLE AS aidb_new', true),
+                ('delete',   'DELETE',   'REFERENCING OLD TABLE AS aidb_old',                       false),
+                ('truncate', 'TRUNCATE', '',                                                        false)
+            ) AS e(name, verb, referencing, fast_path)
+        LOOP
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT '
+                           'EXECUTE FUNCTION %s', 'aidb_' || p.id || '_' || event.name, event.verb,
+                           target, event.referencing,
+                           CASE WHEN event.fast_path AND p.auto_processing <> 'Live' THEN fast
+                                ELSE capture END);
+        END LOOP;
     END LOOP;
 END
 $$;
@@ -439,20 +454,6 @@ BEGIN
             END;
         END LOOP;
     END;
-END
-$$;
-
--- Records that an object of a pipeline depends on extension aidb, so that
--- DROP EXTENSION aidb refuses while pipelines exist and CASCADE removes
--- them. A no-op until the C helper aidb._depend_on_extension exists.
-CREATE FUNCTION aidb._depend_on_extension_if_possible(classid regclass, objid oid) RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    IF objid IS NOT NULL AND to_regprocedure('aidb._depend_on_extension(regclass, oid)') IS NOT NULL THEN
-        EXECUTE 'SELECT aidb._depend_on_extension($1, $2)' USING classid, objid;
-    END IF;
 END
 $$;
 

@@ -3,7 +3,7 @@ whether the pipeline's owner may read it."""
 
 from dataclasses import dataclass
 
-from .definition import quote_ident
+from ..sqltext import ident, quoted, sql
 from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE, PIPELINE_PERMANENT, \
     UNDEFINED_OBJECT
 
@@ -35,8 +35,14 @@ def resolve_source(db, name, key_column, data_column, owner_role):
     if row["relkind"] not in SOURCE_KINDS:
         what = OTHER_KINDS.get(row["relkind"], "another kind of relation")
         raise InvalidInput(f'source "{name}" is {what}, not a table or view')
+    _check_whole_and_lasting(name, row)
     _check_privileges(db, name, row, owner_role)
-    key_column = key_column or _primary_key_column(db, name, row["oid"])
+    if key_column == "":
+        raise InvalidInput(f'source_key_column of source "{name}" is an empty name',
+                           hint="Name the key column, or pass NULL (or leave it out) to use the "
+                                "source's single-column primary key.")
+    if key_column is None:
+        key_column = _primary_key_column(db, name, row["oid"])
     for column, what in ((key_column, "key"), (data_column, "data")):
         _check_column(db, name, row["oid"], column, what)
     _check_data_type(db, name, row["oid"], data_column)
@@ -47,7 +53,9 @@ def resolve_source(db, name, key_column, data_column, owner_role):
 
 
 _LOOKUP = ("SELECT c.oid::int AS oid, c.relkind::text AS relkind, n.nspname, "
-           "format('%%I.%%I', n.nspname, c.relname) AS qualified "
+           "format('%%I.%%I', n.nspname, c.relname) AS qualified, c.relpersistence::text AS persistence, "
+           "(SELECT a.relid::text FROM pg_catalog.pg_partition_root(c.oid) a(relid) "
+           " WHERE c.relispartition) AS partition_root "
            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
            "WHERE ")
 
@@ -68,6 +76,19 @@ def _lookup(db, name):
         return db.query(_LOOKUP + "n.nspname = %s AND c.relname = %s", *parts)
     return db.resolve_with_caller_path(
         _LOOKUP + "c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(%s))", parts[0])
+
+
+def _check_whole_and_lasting(name, row):
+    """A partition is refused (writes through its root would bypass its
+    statement triggers: the root is the source to name; it captures every
+    partition), and so is a temporary table (gone with its session)."""
+    if row["partition_root"] is not None:
+        raise InvalidInput(f'source "{name}" is a partition of {row["partition_root"]}',
+                           hint=f"Create the pipeline on the partitioned table "
+                                f"{row['partition_root']}: it captures writes to every partition.")
+    if row["persistence"] == "t":
+        raise InvalidInput(f'source "{name}" is a temporary table',
+                           hint="A pipeline outlives the session; use a permanent table.")
 
 
 def _check_privileges(db, name, row, owner_role):
@@ -132,8 +153,9 @@ def _check_key_unique(db, source):
             WHERE i.indrelid = %s::oid AND i.indisunique AND i.indnatts = 1
               AND i.indpred IS NULL AND a.attname = %s""", source.oid, source.key_column)
     else:
-        unique = not db.query(f"SELECT 1 FROM {source.qualified} "
-                              f"GROUP BY {quote_ident(source.key_column)} HAVING count(*) > 1 LIMIT 1")
+        unique = not db.query(sql("SELECT 1 FROM {source} GROUP BY {key} "
+                                  "HAVING pg_catalog.count(*) > 1 LIMIT 1",
+                                  source=quoted(source.qualified), key=ident(source.key_column)))
     if not unique:
         raise InvalidInput(f'key column "{source.key_column}" of source "{source.name}" is not unique',
                            hint="Tables need a primary key or unique index on exactly that column.")
