@@ -19,6 +19,7 @@ from .pipeline import manage as pipeline_manage
 from .pipeline import runner as pipeline_runner
 from .pipeline.batch import ClaimCursor, lock_keys, process_keys
 from .pipeline.definition import load_pipeline_by_id
+from .pipeline.guard import check_pipeline_objects
 from .pipeline.queries import BatchQueries
 from .pipeline.source import check_owner_can_read, check_runs_as_owner
 from .pgvector import vector_literal
@@ -172,6 +173,7 @@ def process_live(pipeline_id, keys):
     locks (a batch of another process may hold one) and for the source."""
     pipeline = load_pipeline_by_id(db, pipeline_id)
     check_runs_as_owner(db, pipeline)
+    check_pipeline_objects(db, pipeline)
     check_owner_can_read(db, pipeline)
     keys = list(dict.fromkeys(keys or []))
     if not keys:

@@ -10,7 +10,7 @@ import json
 
 from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE
 from ..privileges import require_aidb_user
-from . import destination, volume_source
+from . import destination, guard, volume_source
 from .definition import load_pipeline, load_pipeline_by_id
 from .queries import BatchQueries
 from .source import resolve_source
@@ -134,6 +134,8 @@ def delete_pipeline(db, name, drop_destination):
     """Remove triggers, backlog, state and bookkeeping; keep the destination
     table unless asked to drop it."""
     pipeline = pipeline_for_change(db, name)
+    if drop_destination and pipeline.destination is not None:
+        guard.check_may_drop_destination(db, pipeline)
     # The capture triggers go with their function (DROP ... CASCADE there):
     # the owner may follow a table it does not own, and only a table's owner
     # may DROP TRIGGER.

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import AidbError, ModelError, PIPELINE_PERMANENT, PIPELINE_TEMPORARY
-from . import error_log, volume_source
+from . import error_log, guard, volume_source
 from .batch import ClaimCursor, SourceBusy, run_batch
 from .queries import BatchQueries
 from .source import check_owner_can_read
@@ -46,6 +46,7 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
     started = time.monotonic()
     summary = RunSummary()
     try:
+        guard.check_pipeline_objects(db, pipeline)
         check_owner_can_read(db, pipeline)
     except AidbError as exc:
         summary.error, summary.seconds = exc, time.monotonic() - started
@@ -130,6 +131,7 @@ def reconcile(db, pipeline):
     that is a scan of it. The source is read by the owner's function."""
     if pipeline.source_kind == "volume":
         return volume_source.scan(db, pipeline)
+    guard.check_pipeline_objects(db, pipeline)
     check_owner_can_read(db, pipeline)
     statement = sql("WITH enqueued AS ({enqueue} RETURNING 1) "
                     "SELECT pg_catalog.count(*) AS n FROM enqueued",

@@ -1,0 +1,71 @@
+"""Checks made before the engine acts on what a pipeline's owner controls,
+whoever runs it (docs/architecture.md, "Security model").
+
+The owner's SQL runs only inside the owner's SECURITY DEFINER functions
+(aidb._source_<id>, ...). Their owner could ALTER them (SECURITY INVOKER, a
+search_path, a `SET role`) and a superuser's run would then run the owner's
+SQL as the superuser. The event triggers of sql/ext/70_event_triggers.sql
+refuse such DDL; this is the second line: the engine calls no owner function
+that is not as aidb made it. It also refuses what a pipeline's registry row
+could claim that its owner may not do: use another role's model
+credentials, or have another role's table dropped as its destination.
+"""
+
+from ..errors import AidbError, INSUFFICIENT_PRIVILEGE, PIPELINE_PERMANENT
+from .steps import models_of
+
+_PROBLEM = "SELECT aidb._owner_function_problem(%s::int, %s::pg_catalog.regrole) AS problem"
+
+_FOREIGN_CREDENTIALS = """
+SELECT m.name, m.owner::pg_catalog.text AS owner
+FROM aidb.model_registry m
+WHERE m.name OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.text[])
+  AND EXISTS (SELECT FROM aidb.model_credentials c WHERE c.model OPERATOR(pg_catalog.=) m.name)
+  AND NOT pg_catalog.pg_has_role(%s::pg_catalog.regrole, m.owner, 'MEMBER')
+ORDER BY m.name LIMIT 1"""
+
+_MAY_DROP = """
+SELECT pg_catalog.pg_has_role(%s::pg_catalog.regrole, c.relowner, 'MEMBER') AS ok,
+       c.relowner::pg_catalog.regrole::pg_catalog.text AS owner
+FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) %s::pg_catalog.regclass"""
+
+
+def check_pipeline_objects(db, pipeline):
+    """Raise (PipelinePermanent) unless each of the pipeline's owner
+    functions is SECURITY DEFINER, owned by the pipeline's owner, with
+    search_path = pg_catalog, pg_temp and no other setting, and unless every
+    model with credentials that its steps name belongs to the owner."""
+    problem = db.query(_PROBLEM, pipeline.id, pipeline.owner_role)[0]["problem"]
+    if problem:
+        raise AidbError(f'pipeline "{pipeline.name}" will not run: its function {problem}',
+                        sqlstate=INSUFFICIENT_PRIVILEGE, category=PIPELINE_PERMANENT,
+                        detail="aidb runs a pipeline owner's SQL only in functions that run with "
+                               "the owner's rights and a fixed search_path.",
+                        hint="A superuser can rebuild the functions with "
+                             f"SELECT aidb._install_pipeline_objects({pipeline.id}); or delete the "
+                             "pipeline and create it again.")
+    models = models_of(pipeline.steps)
+    if models:
+        rows = db.query(_FOREIGN_CREDENTIALS, models, pipeline.owner_role)
+        if rows:
+            raise AidbError(f'pipeline "{pipeline.name}" will not run: model "{rows[0]["name"]}" '
+                            f"has credentials of role {rows[0]['owner']}, not of the pipeline's "
+                            f"owner {pipeline.owner_role}",
+                            sqlstate=INSUFFICIENT_PRIVILEGE, category=PIPELINE_PERMANENT,
+                            hint="A pipeline may use only its owner's models, or models "
+                                 "without credentials.")
+
+
+def check_may_drop_destination(db, pipeline):
+    """delete_pipeline(drop_destination => true) drops the destination only if
+    the pipeline's owner could drop it itself: whoever deletes the pipeline
+    (a superuser) must not drop another role's table that a forged registry
+    row names."""
+    rows = db.query(_MAY_DROP, pipeline.owner_role, pipeline.destination)
+    if rows and not rows[0]["ok"]:
+        raise AidbError(f'pipeline "{pipeline.name}": its destination {pipeline.destination} belongs '
+                        f"to role {rows[0]['owner']}, not to the pipeline's owner "
+                        f"{pipeline.owner_role}; it is not dropped",
+                        sqlstate=INSUFFICIENT_PRIVILEGE,
+                        hint="Delete the pipeline without drop_destination, and let the table's "
+                             "owner drop it.")
