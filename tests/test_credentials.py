@@ -29,7 +29,9 @@ from psycopg.types.json import Jsonb
 
 from conftest import TEST_API_KEY, scratch_database
 from pgcluster import throwaway_cluster
-from tests.support.pipeline_checks import SERVER_MODEL
+from tests.support.pipeline_checks import (
+    SERVER_MODEL, create_docs, create_fake_model, create_pipeline, insert_docs, metrics,
+    pipeline_errors)
 
 from aidb.errors import ModelError, PIPELINE_PERMANENT  # python/ is on sys.path (pipeline_checks)
 from aidb.models.config import resolve_api_key, unsendable_key
@@ -281,6 +283,26 @@ def test_an_unsendable_stored_key_blocks_at_use_without_a_request(cluster, conn,
     assert "gave up" not in error_text(error) and "connection" not in error_text(error)
     assert requests_sent(model_server) == sent
     assert_not_shown(key, error_text(error), cluster.log_text())
+
+
+def test_an_unsendable_key_blocks_a_pipeline_without_retries(cluster, conn, model_server):
+    """A pipeline whose model's key cannot be sent shows BlockingErrors at
+    once, with a credentials error that does not echo the key."""
+    key = UNSENDABLE[0]
+    create_fake_model(conn, model_server.url, TEST_API_KEY)
+    create_docs(conn, [(1, "one")])
+    create_pipeline(conn)
+    conn.execute("UPDATE aidb.model_credentials SET credentials = %s",
+                 (Jsonb({"api_key": key}),))
+    insert_docs(conn, [(2, "two")])
+    sent = requests_sent(model_server)
+    conn.execute("SELECT aidb.run_pipeline('p')")
+    [(source_key, category, message)] = pipeline_errors(conn)
+    assert (source_key, category) == (None, "PipelinePermanent")
+    assert "cannot be sent in an HTTP header: character 8 of 24 is a line break" in message
+    assert metrics(conn)["Status"] == "BlockingErrors"
+    assert requests_sent(model_server) == sent
+    assert_not_shown(key, message, cluster.log_text())
 
 
 @pytest.fixture(scope="module")
