@@ -126,8 +126,10 @@ BEGIN
     -- A view (or a foreign table) would run its owner's code, or fetch its
     -- rows, with the reader's rights.
     IF kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'the destination % of pipeline "%" is no longer a table (relkind %)',
-            p.destination, p.name, kind
+        RAISE EXCEPTION 'the destination % of pipeline "%" is no longer a table but %',
+            p.destination, p.name,
+            CASE kind WHEN 'v' THEN 'a view' WHEN 'm' THEN 'a materialized view'
+                      WHEN 'f' THEN 'a foreign table' ELSE format('a relation of relkind %s', kind) END
             USING ERRCODE = 'wrong_object_type',
                   DETAIL = 'Retrieval reads only plain and partitioned tables, so that nothing '
                            'their owner defined runs with the rights of whoever searches.';
@@ -298,10 +300,13 @@ BEGIN
     SELECT c.relkind INTO dest_kind FROM pg_class c WHERE c.oid = dest;
     source_rel := CASE dest_kind WHEN 'r' THEN 'ONLY ' ELSE '' END || format('%s', dest);
 
-    -- Is there an index that may answer approximately (HNSW, IVFFlat)?
+    -- Is there an index that may answer approximately (HNSW, IVFFlat)? For
+    -- access methods that do not say (pgvector's), the property is NULL.
+    -- (pg_partition_tree lists nothing for a table that is not partitioned.)
     approximate := EXISTS (
-        SELECT FROM pg_partition_tree(dest) t JOIN pg_index i ON i.indrelid = t.relid
-        WHERE pg_index_column_has_property(i.indexrelid, 1, 'distance_orderable'));
+        SELECT FROM pg_index i
+        WHERE (i.indrelid = dest OR i.indrelid IN (SELECT t.relid FROM pg_partition_tree(dest) t))
+          AND pg_index_column_has_property(i.indexrelid, 1, 'distance_orderable') IS NOT FALSE);
     -- pgvector before 0.8 has no iterative scans: an HNSW scan then never
     -- returns more than hnsw.ef_search rows, at most 1000.
     iterative := current_setting('hnsw.iterative_scan', true) IS NOT NULL;
@@ -357,6 +362,9 @@ BEGIN
                         LIMIT $2) r) c $q$, op, vector_nsp, source_rel)
         INTO fetched, found_rows, keys, parts, vals, dists
         USING query_vector, wanted, topk, deduplicate;
+        -- DEBUG1 says how each search was answered (tests check it, and so
+        -- can anyone tuning an index: SET client_min_messages = debug1).
+        RAISE DEBUG 'retrieval from %: % of % candidates through the index', dest, fetched, wanted;
         EXIT WHEN found_rows >= topk;
         IF fetched < wanted THEN
             exact := true;      -- the index gave out (or the table holds no more)
@@ -370,6 +378,7 @@ BEGIN
 
     IF exact THEN
         -- Sequential scan and sort: exact, and complete.
+        RAISE DEBUG 'retrieval from %: exact scan', dest;
         PERFORM set_config('enable_indexscan', 'off', true);
         IF deduplicate THEN
             RETURN QUERY EXECUTE format($q$
