@@ -232,6 +232,32 @@ def test_a_non_superuser_cannot_widen_the_allowlist(cluster, dbname, aidb_user):
     assert user.execute("SELECT aidb._allowed_credentials_env()").fetchone() == ("",)
 
 
+@pytest.fixture(scope="module")
+def cluster_without_preload():
+    """A cluster that loads aidb only when a session first calls into it, so
+    a session can SET an aidb.* placeholder before the module defines it."""
+    pg = throwaway_cluster(settings={"shared_preload_libraries": "''"})
+    pg.psql("CREATE EXTENSION aidb CASCADE")
+    yield pg
+    pg.destroy()
+
+
+def test_a_placeholder_set_before_the_module_loads_does_not_widen_the_allowlist(
+        cluster_without_preload, model_server):
+    pg = cluster_without_preload
+    role = "r_" + uuid.uuid4().hex[:10]
+    pg.psql(f"CREATE ROLE {role} LOGIN IN ROLE aidb_users")
+    with psycopg.connect(pg.dsn(user=role), autocommit=True) as user:
+        user.execute(f"SET {SETTING} = 'PATH'")          # a placeholder: aidb is not loaded yet
+        assert user.execute(f"SHOW {SETTING}").fetchone() == ("PATH",)
+        error = sql_error(user, "SELECT aidb.create_model('m', 'openai_embeddings', %s, %s)",
+                          (Jsonb({"model": SERVER_MODEL, "url": model_server.url + "/v1"}),
+                           Jsonb({"credentials_env": "PATH"})))
+        assert error.sqlstate == "42501"
+        assert f"environment variable PATH is not allowed by {SETTING}" in error.diag.message_primary
+        assert user.execute("SELECT aidb._allowed_credentials_env()").fetchone() == ("",)
+
+
 def test_an_allowed_variable_is_checked_again_at_each_use(cluster, dbname, aidb_user,
                                                          model_server):
     role, user = aidb_user
