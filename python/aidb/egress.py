@@ -1,5 +1,5 @@
 """What the server may reach on a user's behalf, bounded by two settings that
-only superusers change (DESIGN.md, "Security rules"):
+only superusers change (docs/architecture.md, "Security model"):
 
 - aidb.allowed_model_hosts: the hosts that model URLs may name. '*' (the
   default) allows any; otherwise a comma-separated list of host names, IP

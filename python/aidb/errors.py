@@ -1,5 +1,5 @@
 """Errors the engine raises, each with the failure category that decides
-what happens next (see DESIGN.md, "Failures"):
+what happens next (docs/architecture.md, "Failures"):
 
 - RecordTemporary:   this record failed for now (rate limit, 5xx, timeout);
                      retried later.

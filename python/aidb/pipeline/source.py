@@ -189,7 +189,7 @@ def check_runs_as_owner(db, pipeline):
     """Live processing runs inside the capture trigger, whose function
     belongs to the pipeline's owner; refused for anyone calling it directly
     as another role, since the source_filter must never run with another
-    role's rights (DESIGN.md, "Security rules")."""
+    role's rights (docs/architecture.md, "Security model")."""
     if not db.query("SELECT pg_catalog.quote_ident(current_user)::regrole = %s::regrole AS ok",
                     pipeline.owner_role)[0]["ok"]:
         raise AidbError(f'permission denied to process pipeline "{pipeline.name}" live: '

@@ -1,7 +1,7 @@
 """Volumes of the files below a local directory (file:///dir).
 
 The server reads these files with its own OS rights, so what a volume may
-open is bounded twice (DESIGN.md, "Security rules"):
+open is bounded twice (docs/architecture.md, "Security model"):
 
 - its root must lie inside a directory that a superuser listed in
   aidb.allowed_local_paths, compared after resolving symbolic links; checked
