@@ -78,10 +78,10 @@ def test_not_callable_by_other_roles(cluster, dbname, conn):
     role = "r_" + uuid.uuid4().hex[:10]
     conn.execute(f"CREATE ROLE {role} LOGIN")
     try:
-        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA aidb TO {role}")
+        conn.execute("CREATE TABLE aidb.mine (id int)")
+        table = oid_of(conn, "'aidb.mine'::regclass")
+        conn.execute(f"GRANT USAGE ON SCHEMA aidb TO {role}")
         with psycopg.connect(cluster.dsn(dbname, user=role), autocommit=True) as other:
-            other.execute("CREATE TABLE aidb.mine (id int)")
-            table = oid_of(other, "'aidb.mine'::regclass")
             with pytest.raises(psycopg.errors.InsufficientPrivilege,
                                match="permission denied for function _depend_on_extension"):
                 depend(other, "pg_class", table)
