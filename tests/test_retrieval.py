@@ -550,6 +550,36 @@ def test_settings_are_put_back_inside_a_transaction(people, model_server):
     assert settings(owner) == before
 
 
+def test_a_partitioned_destination_is_searched_with_select_on_its_root_only(people, model_server):
+    """A reader granted SELECT on the partitioned table alone (not on its
+    partitions) searches every partition, through their indexes."""
+    owner = people.owner.conn
+    create_fake_model(owner, model_server.url, TEST_API_KEY)
+    create_docs(owner, numbered_bodies(120))
+    owner.execute(f"CREATE TABLE dest (source_key integer NOT NULL, part_id integer NOT NULL, "
+                  f"value text NOT NULL, embedding vector({DIMS}), "
+                  f"updated_at timestamp with time zone NOT NULL DEFAULT now(), "
+                  f"PRIMARY KEY (source_key, part_id)) PARTITION BY HASH (source_key)")
+    for remainder in range(3):
+        owner.execute(f"CREATE TABLE dest_{remainder} PARTITION OF dest "
+                      f"FOR VALUES WITH (MODULUS 3, REMAINDER {remainder})")
+    owner.execute("SELECT aidb.create_pipeline('p', 'docs', source_data_column => 'body', destination => 'dest', "
+                  "step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config(%s))", (MODEL,))
+    owner.execute("SELECT aidb.run_pipeline('p')")
+    destination = f'"{people.owner.name}".dest'
+    grant_reader(people, destination)
+    reader = people.reader.conn
+    reader.execute("SET enable_seqscan = off")
+    paths = {}
+    for topk, deduplicate in [(5, True), (60, False), (120, True), (500, False)]:
+        rows, how = retrieve_traced(reader, topk, deduplicate)
+        assert_answer(rows, owner, topk, deduplicate, min_recall=0.9)
+        paths[topk] = how.path
+    assert paths[60] == "index" and paths[500] == "exact"      # 500 > 120 rows
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        reader.execute(f'SELECT 1 FROM "{people.owner.name}".dest_0')  # partitions stay closed
+
+
 # --- 4. arguments ---------------------------------------------------------------------------
 
 def test_arguments_are_checked_and_named(people, model_server):
