@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -351,11 +352,35 @@ aidb_request_wakeup(int32 pipeline_id, bool urgent)
 		pending_urgent_wakeups = add_pipeline_id(pending_urgent_wakeups, pipeline_id);
 }
 
-/* aidb._wake_pipeline(pipeline_id, urgent): aidb_request_wakeup for SQL. */
+/*
+ * aidb._wake_pipeline(pipeline_id, urgent): aidb_request_wakeup for SQL. Its
+ * callers act as the pipeline's owner (its capture functions, members of
+ * the owner clearing its errors); anyone else could end a failing
+ * pipeline's back-off at will and have it hammer its provider. Pipelines
+ * without a worker have no entry, and nothing to wake.
+ */
 Datum
 aidb_wake_pipeline(PG_FUNCTION_ARGS)
 {
-	aidb_request_wakeup(PG_GETARG_INT32(0), PG_GETARG_BOOL(1));
+	int32		pipeline_id = PG_GETARG_INT32(0);
+	Oid			owner = InvalidOid;
+
+	if (aidb_shared != NULL)
+	{
+		AidbPipelineEntry *entry;
+
+		LWLockAcquire(aidb_shared->lock, LW_SHARED);
+		entry = aidb_find_entry(MyDatabaseId, pipeline_id);
+		if (entry)
+			owner = entry->owner;
+		LWLockRelease(aidb_shared->lock);
+	}
+	if (OidIsValid(owner) && !has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to wake the worker of aidb pipeline %d", pipeline_id),
+				 errdetail("Only members of its owner role may.")));
+	aidb_request_wakeup(pipeline_id, PG_GETARG_BOOL(1));
 	PG_RETURN_VOID();
 }
 

@@ -13,6 +13,10 @@ import uuid
 import psycopg
 import pytest
 
+from conftest import TEST_API_KEY, wait_for
+from tests.support.pipeline_checks import create_docs, create_fake_model, create_pipeline
+from tests.support.workers import running_worker
+
 PUBLIC = "PUBLIC"
 USERS = "aidb_users"
 NOBODY = frozenset()
@@ -50,6 +54,8 @@ DECIDED = {
         "_publish_pipeline", "_depend_on_extension",
         "_capture_keys", "_registry_row_changed", "_errors_cleared",
         "_guard_aidb_objects", "_guard_aidb_grants", "_guard_aidb_drops",
+        "_note_source_columns", "_follow_source_changes", "_block_pipelines_of_dropped",
+        "_follow_renamed_columns", "_column_now", "_check_key_type_unchanged",
         "_build_pipeline_objects", "_create_bookkeeping", "_define_owner_function",
         "_source_sql", "_create_source_functions", "_create_destination_function",
         "_capture_body", "_capture_enqueue", "_create_capture_triggers",
@@ -132,3 +138,50 @@ def test_a_stranger_still_reads_the_views_and_uses_the_api(stranger):
     assert stranger.execute("SELECT aidb.chunk_text_config(100)").fetchone()[0] is not None
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not a member of aidb_users"):
         stranger.execute("SELECT aidb.delete_model('minilm')")
+
+
+@pytest.fixture
+def make_role(cluster, dbname):
+    """Creates login roles (optionally in aidb_users); dropped after the test."""
+    made = []
+
+    def make(in_aidb_users):
+        role = "r_" + uuid.uuid4().hex[:10]
+        cluster.psql(f"CREATE ROLE {role} LOGIN" + (" IN ROLE aidb_users" if in_aidb_users else ""))
+        made.append(role)
+        return role
+    yield make
+    for role in made:
+        cluster.psql(f"REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}", dbname=dbname)
+        cluster.psql(f"DROP ROLE {role}")
+
+
+def test_a_pipeline_owner_outside_aidb_users_still_captures(cluster, dbname, conn, model_server,
+                                                           make_role):
+    """Its capture functions run as the owner and call internal functions
+    (_wake_pipeline): the installer grants them to each owner."""
+    owner = make_role(in_aidb_users=False)
+    create_fake_model(conn, model_server.url, TEST_API_KEY)
+    create_docs(conn, [(1, "one"), (2, "two")])
+    conn.execute(f"GRANT SELECT, TRIGGER ON docs TO {owner}")
+    create_pipeline(conn, owner_role=owner)
+    conn.execute("INSERT INTO docs VALUES (3, 'three')")
+    conn.execute("UPDATE docs SET id = 4 WHERE id = 3")       # a key change: the capture function
+    conn.execute("DELETE FROM docs WHERE id = 1")
+    conn.execute("TRUNCATE docs")
+
+
+def test_another_aidb_user_cannot_wake_a_pipelines_worker(cluster, dbname, conn, model_server,
+                                                          make_role):
+    """Waking ends a failing worker's back-off: only the owner's members may."""
+    create_fake_model(conn, model_server.url, TEST_API_KEY)
+    create_docs(conn, [(1, "one")])
+    create_pipeline(conn, auto_processing="Background")
+    wait_for(lambda: running_worker(conn), message="the victim's worker")
+    victim = conn.execute("SELECT id FROM aidb.pipeline_registry WHERE name = 'p'").fetchone()[0]
+    attacker = make_role(in_aidb_users=True)
+    with psycopg.connect(cluster.dsn(dbname, user=attacker), autocommit=True) as session:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match=f"permission denied to wake the worker of aidb pipeline {victim}"):
+            session.execute("SELECT aidb._wake_pipeline(%s, true)", (victim,))
+    conn.execute("SELECT aidb._wake_pipeline(%s, true)", (victim,))     # its owner may

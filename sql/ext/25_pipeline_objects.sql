@@ -190,6 +190,14 @@ BEGIN
     -- UPDATE: what SELECT ... FOR UPDATE (a claim) requires.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s', backlog, owner);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s', state, owner);
+    -- What the owner's capture functions and background worker call as the
+    -- owner: aidb_users have it (sql/ext/99_grants.sql); an owner outside
+    -- that role gets it here.
+    IF NOT pg_has_role(p.owner_role, 'aidb_users', 'USAGE') THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION aidb._wake_pipeline, aidb._process_live, '
+                       'aidb._process_live_keys, aidb._run_batch, aidb._record_worker_error '
+                       'TO %s', owner);
+    END IF;
     PERFORM aidb._depend_on_extension('pg_class'::regclass, to_regclass(backlog));
     PERFORM aidb._depend_on_extension('pg_class'::regclass, to_regclass(state));
 END

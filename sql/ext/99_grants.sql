@@ -94,11 +94,19 @@ BEGIN
 END
 $grants$;
 
+-- Pipeline owners outside aidb_users get _wake_pipeline, _process_live,
+-- _process_live_keys, _run_batch and _record_worker_error from the installer
+-- (aidb._create_bookkeeping), for their own capture functions and worker;
+-- _wake_pipeline also checks that its caller acts for the pipeline's owner.
+--
 -- No grant (only superusers and aidb's own SECURITY DEFINER functions):
--- _publish_pipeline, _depend_on_extension, the trigger functions
+-- _publish_pipeline, _depend_on_extension; the trigger functions
 -- _capture_keys, _registry_row_changed and _errors_cleared and the event
--- trigger functions _guard_aidb_* (a trigger needs EXECUTE only to be
--- created), and the installer's helpers (_build_pipeline_objects,
+-- trigger functions _guard_aidb_*, _note_source_columns,
+-- _follow_source_changes and _block_pipelines_of_dropped (a trigger needs
+-- EXECUTE only to be created; the event triggers are SECURITY DEFINER); the
+-- helpers of those and of the installer (_build_pipeline_objects,
 -- _create_bookkeeping, _define_owner_function, _source_sql,
 -- _create_source_functions, _create_destination_function, _capture_body,
--- _capture_enqueue, _create_capture_triggers, _drop_pipeline_objects_unchecked).
+-- _capture_enqueue, _create_capture_triggers, _drop_pipeline_objects_unchecked,
+-- _follow_renamed_columns, _column_now, _check_key_type_unchanged).
