@@ -65,11 +65,21 @@ def sql_entry(function=None, *, fixed_path=False):
 
 def model_for(name):
     """A ready model instance, with PostgreSQL's interruptible sleep for backoff."""
+    _required(name, "the model name", "Pass the name of a model (SELECT name FROM aidb.models).")
     return model_store.load_model(db, models, name)
+
+
+def _required(value, what, hint):
+    """A NULL where a name is needed is the caller's mistake, said as such
+    (never looked up as the name "None")."""
+    if value is None:
+        raise AidbError(f"{what} must not be NULL", sqlstate="22004", hint=hint)
 
 
 @sql_entry
 def create_model(name, provider, config, credentials, replace_credentials):
+    _required(name, "the model name", "Name the model: 1 to 63 printable characters.")
+    _required(provider, "the model provider", "Name a provider, such as 'openai_embeddings'.")
     model_store.create_model(db, name, provider, json.loads(config or "{}"),
                              json.loads(credentials or "{}"), replace_credentials)
 
@@ -112,9 +122,9 @@ _create_pipeline_parameters = []
 def _named_arguments(function, values):
     """PL/Python passes arguments as a list; name them from the catalog."""
     if not _create_pipeline_parameters:
-        _create_pipeline_parameters.extend(plpy.execute(
-            "SELECT proargnames FROM pg_catalog.pg_proc "
-            f"WHERE oid = 'aidb.{function}'::regproc")[0]["proargnames"])
+        _create_pipeline_parameters.extend(db.query(
+            "SELECT proargnames FROM pg_catalog.pg_proc WHERE oid = %s::pg_catalog.regproc",
+            "aidb." + function)[0]["proargnames"])
     return dict(zip(_create_pipeline_parameters, values))
 
 
@@ -208,11 +218,14 @@ _worker_cursors = {}
 
 @sql_entry
 def create_volume(name, uri, options):
+    _required(name, "the volume name", "Name the volume: 1 to 63 printable characters.")
+    _required(uri, "the volume URI", "Give a file:/// or s3:// URI.")
     volume_store.create_volume(db, name, uri, json.loads(options or "{}"))
 
 
 @sql_entry
 def list_volume(name):
+    _required(name, "the volume name", "Pass the name of a volume (SELECT name FROM aidb.volumes).")
     # A list, not a generator: an error raised while PostgreSQL iterates
     # would reach the client as "error fetching next item from iterator".
     return list(volume_store.list_volume(db, name))

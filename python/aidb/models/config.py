@@ -18,6 +18,9 @@ from ..redact import remember_secret
 # read through the C module (never a session placeholder), like egress.py's.
 CREDENTIALS_ENV_SETTING = "aidb.allowed_credentials_env"
 CREDENTIALS_ENV_QUERY = "SELECT aidb._allowed_credentials_env() AS v"
+# A model request that takes longer than an hour is not coming back; larger
+# values (1e308) would overflow the HTTP clients' own deadline arithmetic.
+MAX_TIMEOUT_SECONDS = 3600
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -61,11 +64,13 @@ class ConfigChecker:
         self._set(key, value)
         return value
 
-    def positive_number(self, key, default=None):
+    def positive_number(self, key, default=None, maximum=None):
         value = self.config.get(key, default)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or value <= 0):
-            raise self.invalid(f'"{key}" must be a positive number of seconds, not {_shown(value)}')
+                                  or not 0 < value <= (maximum or float("inf"))):
+            allowed = (f"a number of seconds greater than 0 and at most {maximum}" if maximum
+                       else "a positive number of seconds")
+            raise self.invalid(f'"{key}" must be {allowed}, not {_shown(value)}')
         self._set(key, value)
         return value
 
@@ -95,7 +100,7 @@ class ConfigChecker:
         """The settings every HTTP provider shares: model, url, timeout, retries."""
         self.text("model", required=True)
         self.url("url", default_url)
-        self.positive_number("timeout", default_timeout)
+        self.positive_number("timeout", default_timeout, maximum=MAX_TIMEOUT_SECONDS)
         self.positive_int("max_retries", 5, maximum=20, minimum=0)
 
     def embedding_batches(self, default_batch_size, default_concurrency):

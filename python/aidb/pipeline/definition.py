@@ -4,8 +4,8 @@ and quoted, ready for the SQL builders."""
 import json
 from dataclasses import dataclass
 
-from ..errors import AidbError, UNDEFINED_OBJECT
-from ..sqltext import ident, quoted
+from ..errors import AidbError, InvalidInput, UNDEFINED_OBJECT
+from ..sqltext import ident, quoted, sql
 
 
 def quote_ident(name):
@@ -66,8 +66,8 @@ _LOAD = """
 SELECT p.id, p.name, p.source_kind, p.source_filter, p.steps::text AS steps,
        p.auto_processing, p.batch_size, p.owner_role::text AS owner_role,
        p.source_key_column, p.source_data_column, p.source_volume,
-       CASE WHEN s.oid IS NOT NULL THEN format('%%I.%%I', sn.nspname, s.relname) END AS source,
-       CASE WHEN d.oid IS NOT NULL THEN format('%%I.%%I', dn.nspname, d.relname) END AS destination,
+       CASE WHEN s.oid IS NOT NULL THEN pg_catalog.format('%%I.%%I', sn.nspname, s.relname) END AS source,
+       CASE WHEN d.oid IS NOT NULL THEN pg_catalog.format('%%I.%%I', dn.nspname, d.relname) END AS destination,
        k.key_type, k.equals AS key_equals
 FROM aidb.pipeline_registry p
 CROSS JOIN LATERAL aidb._pipeline_key(p, strict => false) k
@@ -99,7 +99,10 @@ def _quoted_or_none(name):
 
 def load_pipeline(db, name):
     """The pipeline called `name`; a clear error if there is none."""
-    rows = db.query(_LOAD.format(condition="p.name = %s"), name)
+    if name is None:
+        raise InvalidInput("the pipeline name must not be NULL",
+                           hint="Pass the name of a pipeline (SELECT name FROM aidb.pipelines).")
+    rows = db.query(sql(_LOAD, condition=sql("p.name = %s")), name)
     if not rows:
         raise AidbError(f'pipeline "{name}" does not exist', sqlstate=UNDEFINED_OBJECT,
                         hint="See SELECT name FROM aidb.pipelines.")
@@ -107,5 +110,5 @@ def load_pipeline(db, name):
 
 
 def load_pipeline_by_id(db, pipeline_id):
-    rows = db.query(_LOAD.format(condition="p.id = %s"), pipeline_id)
+    rows = db.query(sql(_LOAD, condition=sql("p.id = %s")), pipeline_id)
     return _from_row(rows[0]) if rows else None

@@ -3,6 +3,7 @@ its embedding (when the pipeline ends with KnowledgeBase), updated_at."""
 
 from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE
 from .definition import quote_ident
+from ..sqltext import ident, quoted, sql
 
 INVALID_SCHEMA_NAME = "3F000"
 
@@ -83,9 +84,16 @@ def create(db, schema, table, columns, owner_role):
                         sqlstate=INSUFFICIENT_PRIVILEGE,
                         hint="Grant CREATE on that schema, or pass another destination.")
     qualified = qualified_name(schema, table)
-    defaults = {"source_key": "NOT NULL", "part_id": "NOT NULL", "value": "NOT NULL",
-                "updated_at": "NOT NULL DEFAULT pg_catalog.now()"}
-    body = ", ".join(f"{quote_ident(c)} {t} {defaults.get(c, '')}".rstrip() for c, t in columns)
-    db.execute(f"CREATE TABLE {qualified} ({body}, PRIMARY KEY (source_key, part_id))")
-    db.execute(f"ALTER TABLE {qualified} OWNER TO {quote_ident(owner_role)}")
+    defaults = {"source_key": " NOT NULL", "part_id": " NOT NULL", "value": " NOT NULL",
+                "updated_at": " NOT NULL DEFAULT pg_catalog.now()"}
+    # Types as format_type() spelled them: PostgreSQL quoted them already.
+    body = sql("")
+    for column, column_type in columns:
+        body += sql("{column} {type}" + defaults.get(column, "") + ", ",
+                    column=ident(column), type=quoted(column_type))
+    destination = ident(schema, table)
+    db.execute(sql("CREATE TABLE {destination} ({body}PRIMARY KEY (source_key, part_id))",
+                   destination=destination, body=body))
+    db.execute(sql("ALTER TABLE {destination} OWNER TO {owner}",
+                   destination=destination, owner=ident(owner_role)))
     return qualified
