@@ -174,6 +174,7 @@ def requests_sent(model_server):
 
 # --- 1. readers ----------------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_a_reader_with_select_retrieves_and_a_role_without_it_is_refused(people, model_server):
     create_fake_model(people.owner.conn, model_server.url, TEST_API_KEY)
     destination = make_pipeline(people.owner.conn, numbered_bodies(20))
