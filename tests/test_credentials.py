@@ -116,6 +116,16 @@ def test_an_h11_refusal_does_not_echo_the_key():
     assert "second-half" not in message and "live-key" not in message, message
 
 
+def test_the_external_workers_database_password_is_masked_in_every_form():
+    from aidb.worker.settings import redact_db_error
+    password = 'pa:ss@w/rd "x"'
+    url = f"postgresql://worker:{quote(password, safe='')}@db.example/aidb"
+    for form, spell in FORMS.items():
+        shown = spell(password)
+        message = redact_db_error(f"could not connect ({shown})", url)
+        assert shown not in message and MASK in message, (form, message)
+
+
 # --- keys that cannot be sent, no database -------------------------------------------------------
 
 @settings(max_examples=150, deadline=None)

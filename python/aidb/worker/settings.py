@@ -4,7 +4,7 @@ and a .env file (the command line wins, then the environment, then .env)."""
 import os
 import re
 
-from ..redact import MASK, redact
+from ..redact import MASK, Redactor, redact
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -65,5 +65,6 @@ def redact_db_error(text, url):
     # A password that is also the user's name cannot be hidden; masking it
     # would only garble the message.
     if password and password != params.get("user"):
-        text = text.replace(password, MASK)
+        # In every form: a URL carries it percent-encoded.
+        text = Redactor([password]).redact(text.replace(password, MASK))
     return redact(text)
