@@ -9,9 +9,13 @@ refuse such DDL; this is the second line: the engine calls no owner function
 that is not as aidb made it. It also refuses what a pipeline's registry row
 could claim that its owner may not do: use another role's model
 credentials, or have another role's table dropped as its destination.
+And create_pipeline, which a superuser may call for another role, reads a
+view or plans a source_filter (whose functions the planner may run) only as
+the owner: through the owner's functions once they exist.
 """
 
-from ..errors import AidbError, INSUFFICIENT_PRIVILEGE, PIPELINE_PERMANENT
+from ..errors import AidbError, InvalidInput, INSUFFICIENT_PRIVILEGE, PIPELINE_PERMANENT
+from ..sqltext import sql
 from .steps import models_of
 
 _PROBLEM = "SELECT aidb._owner_function_problem(%s::int, %s::pg_catalog.regrole) AS problem"
@@ -69,3 +73,37 @@ def check_may_drop_destination(db, pipeline):
                         sqlstate=INSUFFICIENT_PRIVILEGE,
                         hint="Delete the pipeline without drop_destination, and let the table's "
                              "owner drop it.")
+
+
+_CALLER_IS_OWNER = ("SELECT pg_catalog.quote_ident(current_user)::pg_catalog.regrole "
+                    "OPERATOR(pg_catalog.=) %s::pg_catalog.regrole AS ok")
+
+
+def caller_is_owner(db, owner_role):
+    """Whether this session acts as `owner_role` itself: then the source's
+    code (a view, a filter's functions) may run with the caller's rights,
+    which are the owner's."""
+    return db.query(_CALLER_IS_OWNER, owner_role)[0]["ok"]
+
+
+def check_source_as_owner(db, pipeline):
+    """After create_pipeline installed the owner's functions: the source and
+    its filter plan and run as the owner (aidb._source_<id> with no keys),
+    and a view has no duplicate keys (through aidb._drift_<id>)."""
+    read = pipeline.owner_function("source")
+    try:
+        with db.savepoint():
+            db.query(sql("SELECT pg_catalog.count(*) AS n FROM {read}(%s::{kt}[])",
+                         read=read, kt=pipeline.key_type_name), [])
+    except Exception as exc:  # noqa: BLE001 — reported with the filter
+        raise InvalidInput(f'invalid source_filter "{pipeline.source_filter}": '
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                           hint="Give a boolean SQL expression over the source's columns, "
+                                "such as: published_time IS NOT NULL.") from None
+    if pipeline.source_kind == "view" and db.query(sql(
+            "SELECT 1 FROM {drift}() AS d GROUP BY d.key HAVING pg_catalog.count(*) > 1 LIMIT 1",
+            drift=pipeline.owner_function("drift"))):
+        column = db.query("SELECT source_key_column AS c FROM aidb.pipeline_registry "
+                          "WHERE id OPERATOR(pg_catalog.=) %s", pipeline.id)[0]["c"]
+        raise InvalidInput(f'key column "{column}" of source {pipeline.source} is not unique',
+                           hint="A view's key column must hold each value once.")

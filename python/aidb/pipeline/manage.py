@@ -55,6 +55,8 @@ def create_pipeline(db, args, model_loader):
                            args["background_sync_interval"], owner)[0]["id"]
     pipeline = load_pipeline_by_id(db, pipeline_id)
     install_objects(db, pipeline, fresh=True)
+    if pipeline.source_kind != "volume":
+        guard.check_source_as_owner(db, pipeline)
     _capture_existing(db, pipeline)
     return pipeline
 
@@ -63,7 +65,10 @@ def _table_origin(db, args, owner):
     """Where a table or view pipeline reads from (checked)."""
     src = resolve_source(db, args["source"], args["source_key_column"],
                          args["source_data_column"], owner)
-    _check_filter(db, src, args["source_filter"])
+    if guard.caller_is_owner(db, owner):
+        # Planned by the caller: the planner may run the filter's and the
+        # view's functions. Others' pipelines: guard.check_source_as_owner.
+        _check_filter(db, src, args["source_filter"])
     key_type = db.query("SELECT pg_catalog.format_type(atttypid, atttypmod) AS t FROM pg_catalog.pg_attribute "
                         "WHERE attrelid = %s::oid AND attname = %s", src.oid, src.key_column)[0]["t"]
     return {"oid": src.oid, "volume": None, "kind": src.kind, "key_column": src.key_column,
