@@ -153,7 +153,7 @@ def _code(exc):
 def _server_message(exc):
     """What the server said, briefly (a hostile endpoint could say a lot)."""
     message = exc.response.get("Error", {}).get("Message")
-    return redact(message[:300]) if message else None
+    return redact(message)[:300] if message else None   # cut after: never across a key
 
 
 def _object(key, size, last_modified, etag):
