@@ -199,6 +199,37 @@ def test_a_superuser_creating_updating_deleting_live_pipelines_lends_no_rights(c
                          (created, table)).fetchone() == (0,)
 
 
+def test_a_superuser_creating_a_pipeline_plans_nothing_of_the_owners_as_itself(cast, admin,
+                                                                             attacker):
+    """IMMUTABLE functions run when a query that calls them with constants is
+    planned: in a view, or in a source_filter the superuser passes."""
+    a = sql.Identifier(cast.attacker)
+    attacker.execute(sql.SQL("CREATE VIEW {0}.planned AS SELECT id, body FROM {0}.src "
+                             "WHERE {0}.spy_planned()").format(a))
+    forget(admin, cast)
+    view, table = pipeline_name(), pipeline_name()
+    create_chunk_pipeline(admin, view, f"{cast.attacker}.planned", owner_role=cast.attacker,
+                          destination=f"{cast.attacker}.{view}_dest")
+    create_chunk_pipeline(admin, table, f"{cast.attacker}.src", owner_role=cast.attacker,
+                          source_filter=f"{cast.attacker}.spy_planned()",
+                          destination=f"{cast.attacker}.{table}_dest")
+    ran, ran_wrongly = spy_counts(admin, cast.attacker)
+    assert ran > 0 and ran_wrongly == 0
+    for name in (view, table):
+        admin.execute("SELECT aidb.run_pipeline(%s)", (name,))
+        assert destination_keys(admin, name) == set(range(1, 11))
+    assert spy_counts(admin, cast.attacker)[1] == 0
+    # What create_pipeline checks as the owner, it still refuses clearly.
+    attacker.execute(sql.SQL("CREATE VIEW {0}.twice AS SELECT id, body FROM {0}.src "
+                             "UNION ALL SELECT 1, 'again'").format(a))
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match='key column "id" .* is not unique'):
+        create_chunk_pipeline(admin, pipeline_name(), f"{cast.attacker}.twice",
+                              owner_role=cast.attacker)
+    with pytest.raises(psycopg.errors.UndefinedColumn, match='"no_such_column" does not exist'):
+        create_chunk_pipeline(admin, pipeline_name(), f"{cast.attacker}.src",
+                              owner_role=cast.attacker, source_filter="no_such_column > 1")
+
+
 def test_a_background_worker_runs_the_owners_code_as_the_owner(cast, admin):
     name = pipeline_name()
     create_chunk_pipeline(admin, name, f"{cast.attacker}.v", owner_role=cast.attacker,

@@ -8,7 +8,8 @@ attacker a function, `spy(tag)`, that does what hostile code would do where
 it runs (tries to make the attacker superuser, to change role back to the
 session's user) and records where it ran: current_user, session_user,
 whether that role is a superuser, and which of its escalations worked. A
-test makes someone act on the attacker's pipelines, then reads the record.
+test makes someone act on the attacker's pipelines, then reads the record. `spy_planned()` is the
+IMMUTABLE variant, which the planner itself runs.
 """
 from __future__ import annotations
 
@@ -132,6 +133,19 @@ def plant_spy(attacker_conn, attacker):
         "CREATE FUNCTION {}.spy(tag text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS {}").format(
         schema, sql.Literal(body)))
     attacker_conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.spy(text) TO PUBLIC").format(schema))
+    # spy_planned(): IMMUTABLE, so the planner runs it while it plans a query
+    # that calls it with constants (it can only count, not record).
+    attacker_conn.execute(sql.SQL("""
+        CREATE FUNCTION {s}.spy_planned() RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN
+            PERFORM pg_catalog.nextval({ran});
+            IF current_user <> {attacker} THEN PERFORM pg_catalog.nextval({wrongly}); END IF;
+            RETURN true;
+        END $$""").format(s=schema, ran=sql.Literal(f"{attacker}.ran"),
+                          wrongly=sql.Literal(f"{attacker}.ran_wrongly"),
+                          attacker=sql.Literal(attacker)))
+    attacker_conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.spy_planned() TO PUBLIC")
+                          .format(schema))
 
 
 def seen_rows(admin, attacker, clear=True):
