@@ -315,7 +315,7 @@ BEGIN
                        ELSE 1000 END;
 
     -- Remember every setting this call may change, to put them back.
-    FOREACH setting IN ARRAY ARRAY['row_security', 'enable_indexscan', 'hnsw.ef_search',
+    FOREACH setting IN ARRAY ARRAY['row_security', 'enable_indexscan', 'jit', 'hnsw.ef_search',
                                    'hnsw.iterative_scan', 'ivfflat.iterative_scan'] LOOP
         IF current_setting(setting, true) IS NOT NULL THEN
             saved := saved || ARRAY[setting, current_setting(setting, true)];
@@ -323,6 +323,10 @@ BEGIN
     END LOOP;
     -- A policy added since the check above raises an error instead of running.
     PERFORM set_config('row_security', 'off', true);
+    -- Compiling these statements costs more than it saves: the time goes
+    -- into pgvector's distance functions, which JIT does not touch. (The
+    -- planner's estimates for vector scans easily pass jit_above_cost.)
+    PERFORM set_config('jit', 'off', true);
     IF current_setting('hnsw.iterative_scan', true) = 'off' THEN
         PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
     END IF;
