@@ -30,7 +30,7 @@ WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
          "mike november oscar papa quebec romeo sierra tango uniform victor").split()
 # What a retrieval may change for itself, and must leave as it found it.
 SETTINGS = ("hnsw.ef_search", "hnsw.iterative_scan", "ivfflat.iterative_scan", "ivfflat.probes",
-            "enable_indexscan", "row_security")
+            "enable_indexscan", "row_security", "jit")
 
 
 # --- roles and pipelines -------------------------------------------------------------------
