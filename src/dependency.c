@@ -14,6 +14,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -95,7 +96,8 @@ has_dependency(const ObjectAddress *object, const ObjectAddress *referenced, cha
  * function of schema aidb depends (normally) on extension aidb; calling it
  * again changes nothing. Only objects in schema aidb: anything else could
  * be attached to the extension and removed by a DROP EXTENSION ... CASCADE
- * that its owner never expected. Members of an extension are refused too.
+ * that its owner never expected. Members of an extension are refused too,
+ * except members of aidb that aidb's own script just made (see below).
  * Revoked from PUBLIC (20_pipelines.sql).
  */
 Datum
@@ -113,6 +115,18 @@ aidb_depend_on_extension(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("aidb._depend_on_extension: %s is not in schema aidb",
 						getObjectDescription(&object, false))));
+	/*
+	 * An object created by aidb's own extension script (an upgrade rebuilding
+	 * a pipeline's objects, sql/upgrade/) became a member of aidb on the way:
+	 * it gets the normal dependency instead.
+	 */
+	if (creating_extension && CurrentExtensionObject == extension.objectId &&
+		getExtensionOfObject(object.classId, object.objectId) == extension.objectId)
+	{
+		deleteDependencyRecordsForSpecific(object.classId, object.objectId, DEPENDENCY_EXTENSION,
+										   ExtensionRelationId, extension.objectId);
+		CommandCounterIncrement();
+	}
 	if (OidIsValid(getExtensionOfObject(object.classId, object.objectId)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -10,6 +10,7 @@
 
 -- Roles belong to the cluster, not to a database: the extension in a second
 -- database (or again after DROP EXTENSION) finds the role already there.
+-- upgrade: skip begin
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'aidb_users') THEN
@@ -21,6 +22,7 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;   -- created meanwhile by CREATE EXTENSION in another database
 END
 $$;
+-- upgrade: skip end
 
 -- The check behind every function that changes aidb objects, for a clear
 -- error; the table privileges granted below enforce the same rule.
@@ -39,6 +41,7 @@ BEGIN
 END
 $$;
 
+-- upgrade: skip begin
 CREATE TABLE aidb.model_registry (
     name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
     provider    text NOT NULL,
@@ -83,6 +86,7 @@ SELECT pg_catalog.pg_extension_config_dump('aidb.model_credentials', '');
 -- The embedded default: all-MiniLM-L6-v2, in-process, offline, no key.
 INSERT INTO aidb.model_registry (name, provider, config)
 VALUES ('minilm', 'local_embeddings', '{"model": "all-MiniLM-L6-v2", "max_batch_size": 64}');
+-- upgrade: skip end
 
 CREATE VIEW aidb.models AS
 SELECT m.name,

@@ -2,6 +2,7 @@
 -- and errors. The per-pipeline objects (backlog, state, the owner's
 -- functions, capture triggers) are made by part 25.
 
+-- upgrade: skip begin
 CREATE TABLE aidb.pipeline_registry (
     id                       integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name                     text NOT NULL UNIQUE,
@@ -64,6 +65,7 @@ CREATE POLICY anyone_reads ON aidb.pipeline_registry FOR SELECT USING (true);
 CREATE POLICY owner_writes ON aidb.pipeline_registry FOR ALL
     USING (pg_catalog.pg_has_role(owner_role, 'MEMBER'))
     WITH CHECK (pg_catalog.pg_has_role(owner_role, 'MEMBER'));
+-- upgrade: skip end
 
 CREATE FUNCTION aidb._owns_pipeline(pipeline_id integer) RETURNS boolean
     LANGUAGE sql STABLE
@@ -73,6 +75,8 @@ CREATE FUNCTION aidb._owns_pipeline(pipeline_id integer) RETURNS boolean
 
 -- Run statistics hold the last error's message, so they are the owner's
 -- too; aidb.pipem shows everyone the rest.
+-- (Outside the upgrade's skipped sections: an upgrade drops aidb's functions
+-- with CASCADE, these policies with them, and creates them again here.)
 ALTER TABLE aidb.pipeline_run_stats ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON aidb.pipeline_run_stats FOR ALL
     USING (aidb._owns_pipeline(pipeline_id)) WITH CHECK (aidb._owns_pipeline(pipeline_id));
@@ -83,11 +87,13 @@ CREATE POLICY owner_only ON aidb.pipeline_error_log FOR ALL
 -- Only aidb users create, change and delete pipelines. The bookkeeping is
 -- written by runs, as the pipeline's owner (Live triggers fire for whoever
 -- writes the source); row-level security limits it to the owner's pipelines.
+-- upgrade: skip begin
 GRANT SELECT ON aidb.pipeline_registry, aidb.pipeline_run_stats, aidb.pipeline_error_log TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON aidb.pipeline_registry TO aidb_users;
 GRANT INSERT, UPDATE, DELETE ON aidb.pipeline_run_stats, aidb.pipeline_error_log TO PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('aidb.pipeline_registry', '');
+-- upgrade: skip end
 -- The id sequence too: after a restore, new pipelines must not reuse ids.
 SELECT pg_catalog.pg_extension_config_dump('aidb.pipeline_registry_id_seq', '');
 

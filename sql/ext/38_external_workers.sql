@@ -1,6 +1,7 @@
 -- aidb extension script, part 38: external workers (aidb worker / aidb.Worker)
 -- report heartbeats here; aidb.workers shows them beside the background workers.
 
+-- upgrade: skip begin
 CREATE TABLE aidb.worker_heartbeats (
     worker_id       uuid PRIMARY KEY,
     role            regrole NOT NULL DEFAULT pg_catalog.quote_ident(current_user)::regrole,
@@ -22,6 +23,7 @@ CREATE POLICY own_rows ON aidb.worker_heartbeats FOR ALL
     USING (pg_catalog.pg_has_role(role, 'MEMBER')) WITH CHECK (pg_catalog.pg_has_role(role, 'MEMBER'));
 GRANT SELECT ON aidb.worker_heartbeats TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON aidb.worker_heartbeats TO aidb_users;
+-- upgrade: skip end
 
 CREATE FUNCTION aidb._worker_heartbeat(worker_id uuid, host text, pid integer, version text,
     pipelines text[], keys_processed bigint, errors bigint, poll_seconds double precision,

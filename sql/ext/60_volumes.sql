@@ -7,6 +7,7 @@
 -- superusers). Local directories must lie inside aidb.allowed_local_paths,
 -- which only superusers set; checked at creation and at every use.
 
+-- upgrade: skip begin
 CREATE TABLE aidb.volume_registry (
     name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
     uri         text NOT NULL,
@@ -42,6 +43,7 @@ GRANT INSERT, DELETE ON aidb.volume_registry, aidb.volume_credentials TO aidb_us
 
 SELECT pg_catalog.pg_extension_config_dump('aidb.volume_registry', '');
 SELECT pg_catalog.pg_extension_config_dump('aidb.volume_credentials', '');
+-- upgrade: skip end
 
 CREATE VIEW aidb.volumes AS
 SELECT v.name,

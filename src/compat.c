@@ -1,0 +1,84 @@
+/*
+ * compat.c — C entry points that an older release's SQL still names.
+ *
+ * The library is installed once for every version of the extension's SQL:
+ * after `make install` of a new release, a database keeps the old SQL until
+ * ALTER EXTENSION aidb UPDATE, and CREATE EXTENSION aidb VERSION '<old>'
+ * must still work (docs/architecture.md, "Extension lifecycle"). So an
+ * entry point a release's SQL used is kept here when the current SQL stops
+ * using it, with the behaviour that SQL expects.
+ */
+#include "aidb.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(aidb_worker_state);
+
+/* The words of 0.1.0's aidb.pipem "worker state" (0.2.0 chooses them in SQL). */
+static const char *
+state_words_0_1(AidbWorkerState state)
+{
+	switch (state)
+	{
+		case AIDB_WORKER_WAITING:
+			return "WaitingForWorker";
+		case AIDB_WORKER_STARTING:
+			return "starting";
+		case AIDB_WORKER_RUNNING:
+			return "running";
+		case AIDB_WORKER_BACKOFF:
+			return "backing off after errors";
+		case AIDB_WORKER_CANNOT_LOGIN:
+			return "owner role cannot log in";
+		default:
+			return NULL;
+	}
+}
+
+/*
+ * 0.1.0: aidb._worker_state(pipeline_id) -> (state, pid, last_batch,
+ * rows_per_second), the state in words. 0.2.0 has aidb._worker_entry.
+ */
+Datum
+aidb_worker_state(PG_FUNCTION_ARGS)
+{
+	int32		pipeline_id = PG_GETARG_INT32(0);
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {true, true, true, true};
+	AidbPipelineEntry copy;
+	AidbPipelineEntry *entry = NULL;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE || tupdesc->natts != 4)
+		elog(ERROR, "aidb._worker_state (0.1.0) must return a record of 4 columns");
+	if (aidb_shared != NULL)
+	{
+		LWLockAcquire(aidb_shared->lock, LW_SHARED);
+		entry = aidb_find_entry(MyDatabaseId, pipeline_id);
+		if (entry)
+			copy = *entry;
+		LWLockRelease(aidb_shared->lock);
+	}
+	if (entry && copy.wanted && state_words_0_1(copy.state))
+	{
+		values[0] = CStringGetTextDatum(state_words_0_1(copy.state));
+		nulls[0] = false;
+		if (copy.pid > 0)
+		{
+			values[1] = Int32GetDatum(copy.pid);
+			nulls[1] = false;
+		}
+		if (copy.last_batch != 0)
+		{
+			values[2] = TimestampTzGetDatum(copy.last_batch);
+			nulls[2] = false;
+			values[3] = Float8GetDatum(copy.rows_per_second);
+			nulls[3] = false;
+		}
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
