@@ -5,7 +5,7 @@ and outside it (the external worker, over psycopg). It never imports a
 database driver at module level: the caller hands it a `Database`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):

@@ -24,6 +24,7 @@ from .pipeline.queries import BatchQueries
 from .pipeline.source import check_owner_can_read, check_runs_as_owner
 from .pgvector import vector_literal
 from .redact import redact
+from .version_check import check_extension_version
 from .volumes import store as volume_store
 
 db = PlpyDatabase()
@@ -46,6 +47,7 @@ def sql_entry(function=None, *, fixed_path=False):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
+            check_extension_version(db)     # the SQL is of this engine's release
             if fixed_path:
                 return function(*args, **kwargs)
             with db.engine_search_path(_FIXED_PATH):
