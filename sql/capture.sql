@@ -105,11 +105,11 @@ SELECT (SELECT array_agg(key) FROM queued('notes_kb')) AS notes_kb,
 SELECT aidb.delete_pipeline('notes_stars', drop_destination => true);
 
 -------------------------------------------------------------------------------
--- A partitioned source: the triggers sit on the parent and see rows written
--- through it, rows moving between partitions included. PostgreSQL fires
--- statement triggers only for the table a statement names, so a row written
--- straight into a partition is not captured (2 below): reconcile_pipeline
--- finds it (README, "Partitioned sources").
+-- A partitioned source: the triggers sit on the parent and on every
+-- partition (PostgreSQL fires statement triggers only for the table a
+-- statement names), so rows written through the parent, rows moving between
+-- partitions and rows written straight into a partition (2 below) are all
+-- captured; reconcile_pipeline then finds nothing left.
 CREATE TABLE events (id integer PRIMARY KEY, body text) PARTITION BY RANGE (id);
 CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (0) TO (100);
 CREATE TABLE events_high PARTITION OF events FOR VALUES FROM (100) TO (1000);
@@ -159,12 +159,19 @@ RESET ROLE;
 REVOKE CREATE ON SCHEMA public FROM regress_capture_mallory;
 DROP ROLE regress_capture_mallory;
 
--- Renaming the key or data column breaks capture loudly, never silently.
+-- Renaming the key or data column is followed (sql/ext/75_schema_changes.sql):
+-- capture goes on under the new name, and back.
 ALTER TABLE notes RENAME COLUMN body TO text_body;
-INSERT INTO notes VALUES (13, 'thirteen');
+INSERT INTO notes VALUES (113, 'one hundred thirteen');
+SELECT source_data_column FROM aidb.pipelines WHERE name = 'notes_kb';
 ALTER TABLE notes RENAME COLUMN text_body TO body;
-INSERT INTO notes VALUES (13, 'thirteen');
+INSERT INTO notes VALUES (114, 'one hundred fourteen');
 SELECT * FROM queued('notes_kb');
+-- A disabled capture trigger stays disabled through an unrelated ALTER TABLE.
+ALTER TABLE notes DISABLE TRIGGER USER;
+ALTER TABLE notes ADD COLUMN extra integer;
+SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'notes'::regclass ORDER BY tgname;
+ALTER TABLE notes ENABLE TRIGGER USER;
 SELECT aidb.delete_pipeline('notes_kb', drop_destination => true);
 SELECT * FROM capture_triggers('notes');
 

@@ -160,8 +160,9 @@ SELECT aidb.run_pipeline('taken');
 SELECT aidb.reconcile_pipeline('taken');
 SELECT aidb.retry_pipeline_errors('taken');
 SELECT aidb.clear_pipeline_errors('taken');
--- Its source_filter is its owner's SQL and runs with the owner's rights
--- only: nobody else, superusers included, gets a filtered count.
+-- Its source_filter is its owner's SQL: every reader who may SELECT the
+-- source gets the filtered count, computed by the owner's own function with
+-- the owner's rights (never the reader's, a superuser's included).
 SELECT pipeline, "count(source records)" FROM aidb.pipem;
 RESET ROLE;
 SELECT pipeline, "count(source records)" FROM aidb.pipem;

@@ -41,7 +41,7 @@ INSERT INTO aidb.model_registry (name, provider) VALUES ('carols', 'local_embedd
 INSERT INTO aidb.pipeline_registry (name, source, source_kind, source_key_column, source_data_column,
                                     destination, steps)
 VALUES ('carols', 'feed', 'table', 'id', 'body', 'feed', '[]');
-SELECT aidb._install_pipeline_objects(1, 'BEGIN RETURN NULL; END');
+SELECT aidb._install_pipeline_objects(1, fresh => true);
 RESET SESSION AUTHORIZATION;
 
 -------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ SELECT count(*) AS pipelines_changed FROM changed;
 WITH gone AS (DELETE FROM aidb.pipeline_registry WHERE name = 'alice_notes' RETURNING 1)
 SELECT count(*) AS pipelines_deleted FROM gone;
 SELECT id AS alice_notes_id FROM aidb.pipeline_registry WHERE name = 'alice_notes' \gset
-SELECT aidb._install_pipeline_objects(:alice_notes_id, 'BEGIN RETURN NULL; END');
+SELECT aidb._install_pipeline_objects(:alice_notes_id, fresh => true);
 SELECT aidb._drop_pipeline_objects(:alice_notes_id);
 SELECT aidb._run_batch(:alice_notes_id);
 SELECT aidb._process_live(:alice_notes_id, ARRAY['1']);

@@ -207,6 +207,7 @@ def run_batch_for_worker(pipeline_id):
     pipeline = load_pipeline_by_id(db, pipeline_id)
     if pipeline is None:
         return 0
+    pipeline_manage.check_may_run(db, pipeline)
     cursor = _worker_cursors.setdefault(pipeline_id, ClaimCursor())
     return pipeline_runner.run_worker_batch(db, pipeline, model_for, cursor)
 

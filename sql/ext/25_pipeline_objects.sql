@@ -416,6 +416,7 @@ DECLARE
                         CASE WHEN p.source_filter IS NULL THEN p.source_data_column ELSE '' END);
     event record;
     target regclass;
+    call text;
 BEGIN
     FOR target IN SELECT t.relid FROM pg_partition_tree(p.source) t
                   UNION SELECT p.source    -- (not partitioned: no tree)
@@ -428,11 +429,17 @@ BEGIN
                 ('truncate', 'TRUNCATE', '',                                                        false)
             ) AS e(name, verb, referencing, fast_path)
         LOOP
+            call := CASE WHEN event.fast_path AND p.auto_processing <> 'Live' THEN fast
+                         ELSE capture END;
+            -- A trigger that is already right is left alone: re-creating it
+            -- would re-enable one the table's owner disabled (a bulk load).
+            CONTINUE WHEN EXISTS (
+                SELECT FROM pg_trigger t
+                WHERE t.tgrelid = target AND t.tgname = 'aidb_' || p.id || '_' || event.name
+                  AND pg_get_triggerdef(t.oid) LIKE '%EXECUTE FUNCTION ' || replace(call, '%', '\%'));
             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT '
                            'EXECUTE FUNCTION %s', 'aidb_' || p.id || '_' || event.name, event.verb,
-                           target, event.referencing,
-                           CASE WHEN event.fast_path AND p.auto_processing <> 'Live' THEN fast
-                                ELSE capture END);
+                           target, event.referencing, call);
         END LOOP;
     END LOOP;
 END
@@ -511,5 +518,18 @@ BEGIN
     END LOOP;
     EXECUTE format('DROP TABLE IF EXISTS aidb.%I, aidb.%I',
                    '_backlog_' || pipeline_id, '_state_' || pipeline_id);
+    -- The functions an owner outside aidb_users was granted for its last
+    -- pipeline (_create_bookkeeping) go with it: no privilege outlives its
+    -- reason, and the role can then be dropped.
+    FOR object IN
+        SELECT quote_ident(pg_get_userbyid(r.owner_role)) FROM aidb.pipeline_registry r
+        WHERE r.id = pipeline_id AND NOT pg_has_role(r.owner_role, 'aidb_users', 'USAGE')
+          AND NOT EXISTS (SELECT FROM aidb.pipeline_registry o
+                          WHERE o.owner_role = r.owner_role AND o.id <> r.id)
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION aidb._wake_pipeline, aidb._process_live, '
+                       'aidb._process_live_keys, aidb._run_batch, aidb._record_worker_error '
+                       'FROM %s', object);
+    END LOOP;
 END
 $$;

@@ -75,8 +75,12 @@ def check_may_drop_destination(db, pipeline):
                              "owner drop it.")
 
 
-_CALLER_IS_OWNER = ("SELECT pg_catalog.quote_ident(current_user)::pg_catalog.regrole "
-                    "OPERATOR(pg_catalog.=) %s::pg_catalog.regrole AS ok")
+# `owner_role` may be a bare role name (create_pipeline's argument) or a
+# quoted one (regrole output): either matches.
+_CALLER_IS_OWNER = ("SELECT EXISTS (SELECT FROM pg_catalog.pg_roles r "
+                    "WHERE r.rolname OPERATOR(pg_catalog.=) current_user "
+                    "AND %s::pg_catalog.text OPERATOR(pg_catalog.=) ANY "
+                    "(ARRAY[r.rolname::pg_catalog.text, pg_catalog.quote_ident(r.rolname)])) AS ok")
 
 
 def caller_is_owner(db, owner_role):

@@ -197,6 +197,12 @@ def _check_owner(db, owner_role):
     return owner_role
 
 
+def check_may_run(db, pipeline):
+    """The current role may run batches of `pipeline` (a member of its owner
+    role, as a background worker logged in as the owner is)."""
+    _check_may_change(db, pipeline)
+
+
 def _check_may_change(db, pipeline):
     if not db.query("SELECT pg_catalog.pg_has_role(%s::regrole::oid, 'MEMBER') AS ok",
                     pipeline.owner_role)[0]["ok"]:
