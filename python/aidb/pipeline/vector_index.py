@@ -20,7 +20,10 @@ def ensure_vector_index(db, pipeline):
     kind = (options or {}).get("vector_index", {}).get("type", "hnsw")
     if options is None or kind == "none":
         return None
-    facts = db.query(_FACTS, index_name(pipeline), pipeline.destination)[0]
+    rows = db.query(_FACTS, index_name(pipeline), pipeline.destination)
+    if not rows:
+        return None         # not a plain table any more (see _FACTS)
+    facts = rows[0]
     if facts["exists"]:
         return index_name(pipeline)
     if facts["dimensions"] > MAX_INDEXED_DIMENSIONS:
@@ -48,7 +51,11 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_class i
         WHERE e.extname = 'vector') AS vector_schema
 FROM pg_catalog.pg_class d
 JOIN pg_catalog.pg_attribute a ON a.attrelid = d.oid AND a.attname = 'embedding'
-WHERE d.oid = %s::pg_catalog.regclass"""
+WHERE d.oid = %s::pg_catalog.regclass
+  -- Plain tables only: on PostgreSQL 15 the owner can turn an empty table
+  -- into a view (CREATE RULE "_RETURN"), whose functions would run with the
+  -- rights of whoever builds the index.
+  AND d.relkind IN ('r', 'p')"""
 
 
 def _with_clause(db, pipeline, kind, settings):
