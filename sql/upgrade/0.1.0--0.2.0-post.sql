@@ -91,6 +91,6 @@ BEGIN
     -- mismatch and are backing off: clearing it wakes them now.
     DELETE FROM aidb.pipeline_error_log e
     WHERE e.source_key IS NULL AND e.step = 'worker'
-      AND e.message LIKE '%ALTER EXTENSION aidb UPDATE%';
+      AND e.message LIKE '%aidb''s SQL objects in this database are version %';
 END
 $post$;

@@ -1,7 +1,8 @@
 -- aidb upgrade 0.1.0 -> 0.2.0, step 1 of 3 (docs/architecture.md, "Extension
 -- lifecycle"): make room for the new code.
 --
--- No table of 0.1.0 changes shape; functions (signatures too), views,
+-- Tables keep their data and shape (one index changes, at the end of this
+-- step); functions (signatures too), views,
 -- triggers and event triggers do. Rather than one ALTER or DROP per changed
 -- object, this drops every function, view and event trigger of the
 -- extension with CASCADE, which also takes along what calls them: the
@@ -117,3 +118,14 @@ BEGIN
     END LOOP;
 END
 $pre$;
+
+-- What 0.2.0 changed in 0.1.0's tables (the install parts make it in their
+-- skipped sections). Before the code: SQL functions are checked against the
+-- tables when they are created.
+
+-- Record errors are unique by the key's md5: a key may be too long for a
+-- btree entry of (pipeline_id, key) (20_pipelines.sql).
+DROP INDEX aidb.pipeline_error_log_record;
+CREATE UNIQUE INDEX pipeline_error_log_record
+    ON aidb.pipeline_error_log (pipeline_id, pg_catalog.md5(source_key))
+    WHERE source_key IS NOT NULL;

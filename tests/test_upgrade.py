@@ -1,0 +1,343 @@
+"""ALTER EXTENSION aidb UPDATE from the previous release, with live data.
+
+The server runs this tree's C library and engine (as after `make install` of
+a new release); a fresh database gets release 0.1.0's SQL
+(CREATE EXTENSION aidb VERSION '0.1.0'), and a session loads 0.1.0's engine
+from git history into PL/Python's GD, so that pipelines are created and run
+exactly as 0.1.0 would. A new session (the new engine) then updates the
+extension and checks that pipelines, backlogs, capture, workers and
+retrieval go on with nothing lost — and that the updated extension is the
+same as a fresh install of this version (so a later change to a table,
+index or grant that the upgrade script lacks fails here).
+"""
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from conftest import ROOT, TEST_API_KEY, scratch_database, wait_for
+from tests.support.pipeline_checks import (
+    MODEL, assert_consistent, create_fake_model, destination_contents, metrics, pending,
+    pipeline_errors)
+from tests.support.workers import running_worker
+
+PREVIOUS = "0.1.0"
+PREVIOUS_COMMIT = "2b0ed2f"          # the release 0.1.0 (its sql/ext/ and python/aidb)
+CURRENT = "0.2.0"
+DRAIN_TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def previous_engine():
+    """Release 0.1.0's Python engine, extracted from git history where the
+    server's OS user can read it."""
+    target = tempfile.mkdtemp(prefix="aidb-previous-engine-")
+    try:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", PREVIOUS_COMMIT,
+                                  "python/aidb"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        shutil.rmtree(target)
+        detail = getattr(exc, "stderr", b"").decode(errors="replace").strip() or exc
+        pytest.fail(f"the upgrade test needs release {PREVIOUS}'s engine from git history "
+                    f"(commit {PREVIOUS_COMMIT}), which this checkout cannot give: {detail}. "
+                    "Run it in a full clone (git fetch --unshallow).", pytrace=False)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(target)
+    for directory, _, files in os.walk(target):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    yield os.path.join(target, "python")
+    shutil.rmtree(target)
+
+
+@pytest.fixture
+def previous_db(cluster):
+    """A fresh database with aidb 0.1.0's SQL."""
+    with scratch_database(cluster, "up_") as name:
+        cluster.psql(f"CREATE EXTENSION aidb VERSION '{PREVIOUS}' CASCADE", dbname=name)
+        yield name
+
+
+@pytest.fixture
+def owner(cluster):
+    """A pipeline owner that is not a superuser (as in production), who may log in
+    (its background worker connects as it). Requested before the database, so
+    that the database (and all the role owns) is dropped first."""
+    role = f"owner_{uuid.uuid4().hex[:8]}"
+    cluster.psql(f"CREATE ROLE {role} LOGIN IN ROLE aidb_users")
+    yield role
+    cluster.psql(f"DROP ROLE IF EXISTS {role}")
+
+
+def load_previous_engine(conn, engine_dir):
+    """This session's aidb functions run 0.1.0's engine from now on: GD["aidb"]
+    is what every PL/Python entry point of 0.1.0 calls (GD is shared by all
+    PL/Python code of a session)."""
+    body = f"""
+import sys
+deps = plpy.execute("SELECT aidb._engine_dir() AS d")[0]["d"] + "/deps"
+for path in (deps, {engine_dir!r}):
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+import aidb.sql_api
+assert aidb.__version__ == {PREVIOUS!r}, aidb.__version__
+assert aidb.sql_api.__file__.startswith({engine_dir!r}), aidb.sql_api.__file__
+GD["aidb"] = aidb.sql_api
+"""
+    conn.execute(sql.SQL("DO {} LANGUAGE plpython3u").format(sql.Literal(body)))
+
+
+def session(cluster, dbname, user="postgres"):
+    return psycopg.connect(cluster.dsn(dbname, user=user), autocommit=True)
+
+
+def extension_version(conn):
+    return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'aidb'").fetchone()[0]
+
+
+def registry(conn):
+    """Every pipeline's settings, as the registry holds them."""
+    return conn.execute("""
+        SELECT id, name, source::text, source_volume, source_kind, source_key_column,
+               source_data_column, source_filter, destination::text, steps, auto_processing,
+               batch_size, background_sync_interval, owner_role::text, created_at
+        FROM aidb.pipeline_registry ORDER BY id""").fetchall()
+
+
+def backlog_keys(conn, pipeline_id):
+    return sorted(k for (k,) in conn.execute(
+        sql.SQL("SELECT DISTINCT key FROM aidb.{}").format(
+            sql.Identifier(f"_backlog_{pipeline_id}"))))
+
+
+def state_rows(conn, pipeline_id):
+    return sorted(conn.execute(sql.SQL("SELECT key, hash FROM aidb.{}").format(
+        sql.Identifier(f"_state_{pipeline_id}"))).fetchall())
+
+
+# What an extension consists of, for comparing an updated one with a fresh one.
+FINGERPRINT = r"""
+WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'aidb'),
+aidb_tables AS (
+    SELECT c.oid FROM pg_depend d JOIN pg_class c ON c.oid = d.objid, ext
+    WHERE d.refobjid = ext.oid AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+      AND d.classid = 'pg_class'::regclass AND c.relkind = 'r')
+SELECT 'member ' || pg_describe_object(d.classid, d.objid, 0) FROM pg_depend d, ext
+ WHERE d.refobjid = ext.oid AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+UNION ALL
+SELECT 'function ' || f.oid::regprocedure || ' owner ' || f.proowner::regrole || ' acl '
+       || coalesce(f.proacl::text, '-') || E'\n' || pg_get_functiondef(f.oid)
+ FROM pg_proc f WHERE f.pronamespace = 'aidb'::regnamespace AND f.proname !~ '_[0-9]+$'
+UNION ALL
+SELECT 'relation ' || c.oid::regclass || ' ' || c.relkind::text || ' owner ' || c.relowner::regrole
+       || ' acl ' || coalesce(c.relacl::text, '-') || ' rls ' || c.relrowsecurity
+       || coalesce(E'\n' || pg_get_viewdef(c.oid), '')
+ FROM pg_class c WHERE c.relnamespace = 'aidb'::regnamespace
+  AND c.relname !~ '^_(backlog|state)_[0-9]+(_key|_pkey)?$'
+UNION ALL
+SELECT 'column ' || a.attrelid::regclass || '.' || a.attname || ' '
+       || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+       || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
+ FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+ WHERE a.attrelid IN (SELECT oid FROM aidb_tables) AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+ FROM pg_constraint WHERE conrelid IN (SELECT oid FROM aidb_tables)
+UNION ALL
+SELECT 'index ' || indexdef FROM pg_indexes
+ WHERE schemaname = 'aidb' AND tablename !~ '^_(backlog|state)_[0-9]+$'
+UNION ALL
+SELECT 'event trigger ' || e.evtname || ' ' || e.evtevent || ' ' || e.evtfoid::regproc || ' '
+       || coalesce(e.evttags::text, '-') || ' ' || e.evtenabled::text
+ FROM pg_event_trigger e
+UNION ALL
+SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+ WHERE c.relnamespace = 'aidb'::regnamespace AND NOT t.tgisinternal
+UNION ALL
+SELECT 'policy ' || p.tablename || ' ' || p.policyname || ' ' || p.cmd || ' ' || p.roles::text
+       || ' ' || coalesce(p.qual, '-') || ' ' || coalesce(p.with_check, '-')
+ FROM pg_policies p WHERE p.schemaname = 'aidb'
+UNION ALL
+SELECT 'dumped ' || c.relname || ' ' || coalesce(e.extcondition[i], '-')
+ FROM pg_extension e, generate_subscripts(e.extconfig, 1) i, pg_class c
+ WHERE e.extname = 'aidb' AND c.oid = e.extconfig[i]
+UNION ALL
+SELECT 'schema acl ' || n.nspacl::text FROM pg_namespace n WHERE n.nspname = 'aidb'
+UNION ALL
+SELECT 'model ' || name || ' ' || provider || ' ' || config::text FROM aidb.model_registry
+ WHERE name = 'minilm'
+ORDER BY 1
+"""
+
+
+def fingerprint(conn):
+    return [row[0] for row in conn.execute(FINGERPRINT)]
+
+
+def model_row(conn):
+    """The test model as the registry holds it, credentials included."""
+    return conn.execute("""
+        SELECT m.name, m.provider, m.config, m.owner::text, m.created_at, c.credentials
+        FROM aidb.model_registry m LEFT JOIN aidb.model_credentials c ON c.model = m.name
+        WHERE m.name = %s""", (MODEL,)).fetchone()
+
+
+def test_update_from_previous_release_keeps_pipelines_working(
+        cluster, owner, previous_db, previous_engine, model_server):
+    dbname = previous_db
+    admin = session(cluster, dbname)
+    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+
+    # --- as 0.1.0: sources, a model, two pipelines, a partial run --------------------------
+    old = session(cluster, dbname)
+    load_previous_engine(old, previous_engine)
+    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    create_fake_model(old, model_server.url, TEST_API_KEY)
+    old.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+    old.execute("INSERT INTO docs SELECT g, 'document ' || g || ' about topic ' || g % 4 "
+                "FROM generate_series(1, 20) g")
+    old.execute("CREATE TABLE notes (id bigint PRIMARY KEY, body text, published boolean)")
+    old.execute("INSERT INTO notes SELECT g, 'note ' || g, g % 3 <> 0 FROM generate_series(1, 12) g")
+    # Rows go in before the pipelines: 0.1.0's backlogs belong to the owner, and
+    # this library's C capture writes only into backlogs that a superuser owns.
+    old.execute(f"""SELECT aidb.create_pipeline('p', 'docs', 'id', 'body',
+        step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'),
+        batch_size => 6)""")
+    old.execute(f"""SELECT aidb.create_pipeline('pf', 'notes', 'id', 'body',
+        step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
+        step_2 => 'KnowledgeBase', step_2_options => aidb.knowledge_base_config('{MODEL}', distance_operator => 'Cosine'),
+        source_filter => 'published', batch_size => 5)""")
+    ids = dict(old.execute("SELECT name, id FROM aidb.pipeline_registry").fetchall())
+    # One batch of p (6 keys) as 0.1.0's worker would run it; pf completely,
+    # then a delete captured by 0.1.0's capture function.
+    assert old.execute("SELECT aidb._run_batch(%s)", (ids["p"],)).fetchone()[0] == 6
+    old.execute("SELECT aidb.run_pipeline('pf')")
+    old.execute("DELETE FROM docs WHERE id = 20")
+    old.execute("DELETE FROM notes WHERE id = 1")
+    old.close()
+
+    assert extension_version(admin) == PREVIOUS
+    settings_before = registry(admin)
+    p_pending = backlog_keys(admin, ids["p"])
+    pf_pending = backlog_keys(admin, ids["pf"])
+    states_before = {name: state_rows(admin, i) for name, i in ids.items()}
+    destination_before = {name: destination_contents(admin, name) for name in ids}
+    done = {key for key, _ in destination_before["p"]}
+    assert len(done) == 6 and 20 not in done
+    assert p_pending == sorted(set(range(1, 21)) - done), "0.1.0 left the rest of p queued"
+    assert pf_pending == [1], "0.1.0 processed pf and queued its deleted key"
+    model_before = model_row(admin)
+    owner_oid = admin.execute("SELECT %s::regrole::oid", (owner,)).fetchone()[0]
+    assert admin.execute("SELECT relowner FROM pg_class WHERE oid = %s::regclass",
+                         (f"aidb._backlog_{ids['p']}",)).fetchone()[0] == owner_oid
+
+    # --- the update, in a new session: the new engine ----------------------------------------
+    admin.close()
+    admin = session(cluster, dbname)
+    admin.execute("ALTER EXTENSION aidb UPDATE")
+    assert extension_version(admin) == CURRENT
+
+    # Nothing lost or changed: settings, queued keys, states, destinations, the model.
+    assert registry(admin) == settings_before
+    assert backlog_keys(admin, ids["p"]) == p_pending
+    assert backlog_keys(admin, ids["pf"]) == pf_pending
+    for name, i in ids.items():
+        assert state_rows(admin, i) == states_before[name], name
+        assert destination_contents(admin, name) == destination_before[name], name
+        assert pipeline_errors(admin, name) == [], name
+    assert model_row(admin) == model_before
+    assert pending(admin, "p") == len(p_pending)
+
+    # Backlog and state now belong to the extension's owner, depend on the
+    # extension without being members of it, and have 0.2.0's shape.
+    ext_owner, ext_oid = admin.execute(
+        "SELECT extowner, oid FROM pg_extension WHERE extname = 'aidb'").fetchone()
+    for i in ids.values():
+        for table in (f"_backlog_{i}", f"_state_{i}"):
+            relowner, = admin.execute("SELECT relowner FROM pg_class WHERE oid = %s::regclass",
+                                      (f"aidb.{table}",)).fetchone()
+            assert relowner == ext_owner, table
+            deptypes = sorted(d for (d,) in admin.execute(
+                "SELECT deptype FROM pg_depend WHERE classid = 'pg_class'::regclass "
+                "AND objid = %s::regclass AND refobjid = %s", (f"aidb.{table}", ext_oid)))
+            assert deptypes == ["n"], (table, deptypes)
+        assert admin.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'aidb' "
+                             "AND tablename = %s", (f"_backlog_{i}",)).fetchone()[0] == 0
+        assert admin.execute(
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attname = 'hash'", (f"aidb._state_{i}",)).fetchone()[0] is False
+    per_pipeline_members = admin.execute(
+        "SELECT count(*) FROM pg_depend WHERE refobjid = %s AND deptype = 'e' "
+        "AND (classid = 'pg_proc'::regclass AND objid::regproc::text ~ '_[0-9]+$' "
+        "  OR classid = 'pg_class'::regclass AND objid::regclass::text ~ '_[0-9]+$')",
+        (ext_oid,)).fetchone()[0]
+    assert per_pipeline_members == 0
+    owner_functions = admin.execute(
+        "SELECT count(*) FROM pg_proc WHERE pronamespace = 'aidb'::regnamespace "
+        "AND proname = ANY(%s) AND prosecdef AND proowner = %s",
+        ([f"_{k}_{ids['p']}" for k in ("source", "drift", "count", "all_keys", "destination",
+                                       "capture")], owner_oid)).fetchone()[0]
+    assert owner_functions == 6
+
+    # The updated extension is exactly a fresh install of this version.
+    with scratch_database(cluster, "fresh_") as fresh_db:
+        cluster.psql("CREATE EXTENSION aidb CASCADE", dbname=fresh_db)
+        with session(cluster, fresh_db) as fresh:
+            expected, actual = fingerprint(fresh), fingerprint(admin)
+    assert actual == expected, "\n".join(
+        ["the updated extension differs from a fresh install (- fresh, + updated):"]
+        + [f"- {line}" for line in expected if line not in actual][:20]
+        + [f"+ {line}" for line in actual if line not in expected][:20])
+
+    # --- the pipelines go on, as the owner ---------------------------------------------------
+    user = session(cluster, dbname, user=owner)
+    user.execute("SELECT aidb.run_pipeline('p')")
+    user.execute("SELECT aidb.run_pipeline('pf')")
+    assert pending(user, "p") == 0 and pending(user, "pf") == 0
+    assert assert_consistent(user, "p") == 19
+    assert_consistent(user, "pf")
+    # The keys 0.1.0 embedded were not touched again.
+    after = destination_contents(user, "p")
+    assert {k: v for k, v in after.items() if k[0] in done} == destination_before["p"]
+
+    # Capture: INSERT, UPDATE (of the data and of a key), DELETE — by a role
+    # that is not the owner too (the superuser).
+    user.execute("INSERT INTO docs VALUES (100, 'a new document'), (101, 'another one')")
+    user.execute("UPDATE docs SET body = 'rewritten' WHERE id = 2")
+    admin.execute("UPDATE docs SET id = 200 WHERE id = 3")
+    admin.execute("DELETE FROM docs WHERE id IN (4, 5)")
+    user.execute("INSERT INTO notes VALUES (50, 'published note', true), (51, 'draft', false)")
+    user.execute("UPDATE notes SET published = false WHERE id = 2")
+    assert backlog_keys(user, ids["p"]) == [2, 3, 4, 5, 100, 101, 200]
+    user.execute("SELECT aidb.run_pipeline('p')")
+    user.execute("SELECT aidb.run_pipeline('pf')")
+    assert_consistent(user, "p")
+    assert_consistent(user, "pf")
+    assert metrics(user, "p")["Status"] == "UpToDate"
+
+    # Retrieval with the pipeline's model and operator.
+    assert user.execute("SELECT key FROM aidb.retrieve_key('p', 'a new document', 1)"
+                        ).fetchone()[0] == "100"
+    assert user.execute("SELECT key FROM aidb.retrieve_key('pf', 'published note', 1)"
+                        ).fetchone()[0] == "50"
+
+    # A background worker takes p over and drains what comes.
+    user.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Background')")
+    wait_for(lambda: running_worker(user, "p"), timeout=DRAIN_TIMEOUT, message="p's worker")
+    user.execute("INSERT INTO docs SELECT g, 'late document ' || g FROM generate_series(300, 340) g")
+    wait_for(lambda: pending(user, "p") == 0 and metrics(user, "p")["Status"] == "UpToDate",
+             timeout=DRAIN_TIMEOUT, message="the worker to drain p")
+    assert assert_consistent(user, "p") == 19 + 2 - 2 + 41
+    user.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Disabled')")
+    user.close()
+    admin.close()
