@@ -53,7 +53,10 @@ CREATE TABLE aidb.pipeline_error_log (
     first_attempt   timestamptz NOT NULL DEFAULT now(),
     last_attempt    timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX pipeline_error_log_record ON aidb.pipeline_error_log (pipeline_id, source_key)
+-- By the key's md5: a key may be as long as the source's own index allows,
+-- and (pipeline_id, key) would then be too wide for a btree entry.
+CREATE UNIQUE INDEX pipeline_error_log_record
+    ON aidb.pipeline_error_log (pipeline_id, pg_catalog.md5(source_key))
     WHERE source_key IS NOT NULL;
 CREATE UNIQUE INDEX pipeline_error_log_pipeline ON aidb.pipeline_error_log (pipeline_id, category)
     WHERE source_key IS NULL;

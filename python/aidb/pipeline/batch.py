@@ -27,6 +27,8 @@ from . import error_log, volume_source
 from .queries import BatchQueries, FIRST_TID
 from .steps import knowledge_base_of, text_steps_of
 from .steps.errors import RecordError
+from .key_identity import canonical_key
+from .write_isolation import write_isolating_keys
 
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -77,7 +79,8 @@ def run_batch(db, pipeline, model_loader, cursor, wait_for_source=False):
     """Claim, lock and process one batch after `cursor` (advanced);
     `wait_for_source`: the caller holds the source's lock already."""
     queries = BatchQueries(pipeline)
-    claimed = db.query(queries.claim, cursor.tid, pipeline.batch_size)
+    claimed = [dict(row, key=canonical_key(row["key"]))
+               for row in db.query(queries.claim, cursor.tid, pipeline.batch_size)]
     result = BatchResult(claimed=len(claimed))
     if not claimed:
         return result
@@ -98,7 +101,7 @@ def lock_keys(db, queries, keys, wait):
     else:
         db.execute(queries.add_state_rows, queries.state_table, keys)
         rows = db.query(queries.lock_keys, keys)
-    return {row["key"]: row["hash"] for row in rows}
+    return {canonical_key(row["key"]): row["hash"] for row in rows}
 
 
 def process_keys(db, pipeline, stored, model_loader, wait_for_source=False):
@@ -114,7 +117,10 @@ def process_keys(db, pipeline, stored, model_loader, wait_for_source=False):
     vectors, embed_failures = _embed(pipeline, parts, model_loader)
     failures.update({key: ("KnowledgeBase", message) for key, message in embed_failures.items()})
     done = [r for r in changed if r["key"] not in failures]
-    busy = _write(db, queries, pipeline, done, parts, vectors, gone + list(failures))
+    busy, refused = _write(db, queries, pipeline, done, parts, vectors, gone + list(failures))
+    failures.update({key: ("write", message) for key, message in refused.items()})
+    done = [r for r in done if r["key"] not in refused]
+    gone = [k for k in gone if k not in refused]
     for step in {step for step, _ in failures.values()}:
         error_log.record_key_errors(db, pipeline.id, step, RECORD_PERMANENT,
                                     {k: m for k, (s, m) in failures.items() if s == step})
@@ -137,7 +143,7 @@ def _read_source(db, pipeline, queries, keys, stored, wait):
     if pipeline.source_kind == "volume":
         rows, failures = volume_source.read_rows(db, pipeline, keys, stored)
         return rows, {key: ("read", message) for key, message in failures.items()}
-    found = {row["key"]: row for row in _source_rows(db, queries, keys, wait)}
+    found = {canonical_key(row["key"]): row for row in _source_rows(db, queries, keys, wait)}
     return [{"key": key, "data": found[key]["data"] if key in found else None,
              "hash": found[key]["hash"] if key in found else None,
              "stored_hash": stored[key]} for key in keys], {}
@@ -246,22 +252,26 @@ def _write(db, queries, pipeline, done, parts, vectors, removed_keys):
     """Replace the destination rows of `done` keys, delete those of removed
     ones, through the owner's function; returns the set of keys it handed
     back (their rows are held by another transaction), which are queued
-    again and keep their old hash."""
+    again and keep their old hash, and {key: message} of the keys whose rows
+    the destination refused (write_isolation), whose hash is forgotten."""
     rewritten = [r["key"] for r in done]
     if not rewritten and not removed_keys:
-        return set()
-    columns = _destination_columns(pipeline, rewritten, parts, vectors)
-    busy = db.query(queries.write_destination, rewritten + removed_keys, *columns)[0]["busy"] or []
-    busy = set(busy)
+        return set(), {}
+
+    def write(new_keys, old_keys):
+        columns = _destination_columns(pipeline, new_keys, parts, vectors)
+        return db.query(queries.write_destination, new_keys + old_keys, *columns)[0]["busy"] or []
+    busy, refused = write_isolating_keys(db, write, rewritten, removed_keys)
+    busy = {canonical_key(key) for key in busy}
     if busy:
         db.execute(queries.requeue, list(busy))
-    forget = [k for k in removed_keys if k not in busy]
+    forget = [k for k in removed_keys if k not in busy] + [k for k in refused if k not in removed_keys]
     if forget:
         db.execute(queries.forget_state, forget)
-    remember = [r for r in done if r["key"] not in busy]
+    remember = [r for r in done if r["key"] not in busy and r["key"] not in refused]
     if remember:
         db.execute(queries.remember_state, [r["key"] for r in remember], [r["hash"] for r in remember])
-    return busy
+    return busy, refused
 
 
 def _destination_columns(pipeline, keys, parts, vectors):

@@ -10,7 +10,7 @@ _UPSERT_KEY = """
     INSERT INTO aidb.pipeline_error_log (pipeline_id, source_key, step, category, message)
     SELECT %s, k, %s, %s, m FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]),
                                         pg_catalog.unnest(%s::pg_catalog.text[])) AS u(k, m)
-    ON CONFLICT (pipeline_id, source_key) WHERE source_key IS NOT NULL DO UPDATE
+    ON CONFLICT (pipeline_id, pg_catalog.md5(source_key)) WHERE source_key IS NOT NULL DO UPDATE
     SET step = EXCLUDED.step, category = EXCLUDED.category, message = EXCLUDED.message,
         attempts = pipeline_error_log.attempts + 1, last_attempt = now()"""
 
@@ -32,8 +32,9 @@ def record_key_errors(db, pipeline_id, step, category, messages_by_key):
 
 def clear_key_errors(db, pipeline_id, keys):
     if keys:
-        db.execute("DELETE FROM aidb.pipeline_error_log "
-                   "WHERE pipeline_id = %s AND source_key = ANY (%s::text[])", pipeline_id, keys)
+        db.execute("DELETE FROM aidb.pipeline_error_log WHERE pipeline_id = %s "
+                   "AND pg_catalog.md5(source_key) = ANY (ARRAY(SELECT pg_catalog.md5(k) "
+                   "FROM pg_catalog.unnest(%s::pg_catalog.text[]) AS u(k)))", pipeline_id, keys)
 
 
 def record_pipeline_error(db, pipeline_id, step, category, message):
