@@ -44,7 +44,8 @@ def pipeline_on(user, model_server, key_type, keys):
     for key in keys:
         user.execute("INSERT INTO src VALUES (%s, 'text')", (key,))
     create_pipeline(user, source="src")
-    pipeline_id = user.execute("SELECT id FROM aidb.pipeline_registry WHERE name = 'p'").fetchone()[0]
+    pipeline_id = user.execute("SELECT id FROM aidb.pipeline_registry WHERE name = 'p'"
+                               ).fetchone()[0]
     return pipeline_id, f"aidb._backlog_{pipeline_id}"
 
 
@@ -162,9 +163,11 @@ def test_a_changed_backlog_is_refused_before_anything_is_written(cluster, conn, 
             user.execute("INSERT INTO src VALUES (3, 'three')")
     finally:
         if change == "replaced by a view":      # so that delete_pipeline can clean up
-            conn.execute(f"DROP VIEW {backlog}; ALTER TABLE {table} RENAME TO _backlog_{pipeline_id}")
+            conn.execute(f"DROP VIEW {backlog}; "
+                         f"ALTER TABLE {table} RENAME TO _backlog_{pipeline_id}")
     diag = refused.value.diag
-    assert f"aidb pipeline {pipeline_id} cannot capture changes of table \"src\"" in diag.message_primary
+    assert (f"aidb pipeline {pipeline_id} cannot capture changes of table \"src\""
+            in diag.message_primary)
     assert problem in diag.message_primary, diag.message_primary
     assert NOT_AIDBS in diag.message_primary or TYPE_CHANGED in diag.message_primary
     assert "delete_pipeline" in diag.message_hint

@@ -77,7 +77,7 @@ def shown_as(form, secret):
 
 # --- redaction, no database ------------------------------------------------------------------
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(secret=secrets, form=st.sampled_from(sorted(FORMS)), before=surroundings,
        after=surroundings)
 def test_a_known_secret_is_masked_in_every_form(secret, form, before, after):
@@ -92,7 +92,7 @@ WRAPPERS = {"repr": (1, 1), "ascii": (1, 1), "bytes repr": (2, 1), "latin-1 byte
             "JSON of bytes repr": (3, 2)}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(secret=secrets, form=st.sampled_from(sorted(FORMS)), data=st.data())
 def test_a_known_secret_split_across_lines_is_masked(secret, form, data):
     lead, trail = WRAPPERS.get(form, (0, 0))
@@ -128,7 +128,7 @@ def test_the_external_workers_database_password_is_masked_in_every_form():
 
 # --- keys that cannot be sent, no database -------------------------------------------------------
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(key=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
 def test_a_key_we_accept_is_one_the_http_client_sends(key):
     """unsendable_key may refuse more than h11 and httpx do, never less."""
@@ -264,7 +264,8 @@ def test_a_placeholder_set_before_the_module_loads_does_not_widen_the_allowlist(
                           (Jsonb({"model": SERVER_MODEL, "url": model_server.url + "/v1"}),
                            Jsonb({"credentials_env": "PATH"})))
         assert error.sqlstate == "42501"
-        assert f"environment variable PATH is not allowed by {SETTING}" in error.diag.message_primary
+        assert (f"environment variable PATH is not allowed by {SETTING}"
+                in error.diag.message_primary)
         assert user.execute("SELECT aidb._allowed_credentials_env()").fetchone() == ("",)
 
 

@@ -127,7 +127,8 @@ def stranger(cluster, dbname):
     "aidb._depend_on_extension('pg_class'::regclass, 1)",
 ])
 def test_a_stranger_cannot_call_internal_functions(stranger, call):
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for function"):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                       match="permission denied for function"):
         stranger.execute(f"SELECT {call}")
 
 
