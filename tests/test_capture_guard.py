@@ -80,6 +80,7 @@ def wrong_keys(conn, backlog, schema):
                         f"EXCEPT SELECT id::text FROM {schema}.src").fetchall()
 
 
+@pytest.mark.smoke      # the C trigger's table AM writes, on every major
 @pytest.mark.parametrize("key_type, keys, new_type, new_keys", [
     ("text", ["1", "2"], "integer", [3, 70000]),
     ("integer", [1, 2], "bigint", [2 ** 32 + 5, -(2 ** 40)]),     # would wrap to 5 as int4

@@ -50,6 +50,7 @@ def attack(dsn, statements, error):
             session.execute(statements[-1])
 
 
+@pytest.mark.smoke      # object_ownercheck on 16+, pg_database_ownercheck on 15
 def test_a_non_owner_cannot_stop_the_workers(cluster, dbname, conn, role, worker_pid):
     attack(cluster.dsn(user=role), [f"DROP DATABASE {dbname}"],
            psycopg.errors.InsufficientPrivilege)

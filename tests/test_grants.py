@@ -83,6 +83,7 @@ def functions(cluster):
         return conn.execute(GRANTEES).fetchall()
 
 
+@pytest.mark.smoke
 def test_every_function_has_a_decided_grant(functions):
     undecided = [f"{signature}: EXECUTE held by {sorted(grantees) or 'nobody'}"
                  for name, signature, grantees in functions if name not in DECIDED]
