@@ -7,6 +7,8 @@ back — the batch's keys are back in the backlog — the error is recorded for
 aidb.pipeline_errors / aidb.pipem, and draining stops.
 """
 
+import collections
+import threading
 import time
 from dataclasses import dataclass
 
@@ -89,7 +91,7 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
         error_log.clear_pipeline_errors(db, pipeline.id)
         if _backlog_empty(db, pipeline):
             ensure_vector_index(db, pipeline)     # once the (initial) backlog is drained
-    _save_stats(db, pipeline, summary)
+    _save_stats(db, pipeline, summary, wait=max_batches is None)
     return summary
 
 
@@ -112,17 +114,52 @@ def _record_failure(db, pipeline, exc):
     error_log.record_pipeline_error(db, pipeline.id, step, category, exc.message)
 
 
-def _save_stats(db, pipeline, summary):
-    db.execute("""
+_SAVE_STATS = """
+    INSERT INTO aidb.pipeline_run_stats (pipeline_id, last_run, keys_processed, last_rate, last_error)
+    VALUES (%s, pg_catalog.now(), %s, %s, %s)
+    ON CONFLICT (pipeline_id) DO UPDATE
+    SET last_run = EXCLUDED.last_run,
+        keys_processed = pipeline_run_stats.keys_processed + EXCLUDED.keys_processed,
+        last_rate = coalesce(EXCLUDED.last_rate, pipeline_run_stats.last_rate),
+        last_error = EXCLUDED.last_error"""
+
+# Workers must not queue behind each other on the pipeline's one stats row
+# (every batch would commit single file): a worker that finds it locked
+# carries its counts over to its next batch instead.
+_SAVE_STATS_IF_FREE = """
+    WITH free AS (
+        SELECT pipeline_id FROM aidb.pipeline_run_stats
+        WHERE pipeline_id = %s FOR UPDATE SKIP LOCKED),
+    updated AS (
+        UPDATE aidb.pipeline_run_stats s
+        SET last_run = pg_catalog.now(), keys_processed = s.keys_processed + %s,
+            last_rate = coalesce(%s, s.last_rate), last_error = %s
+        FROM free WHERE s.pipeline_id = free.pipeline_id
+        RETURNING 1),
+    inserted AS (
         INSERT INTO aidb.pipeline_run_stats (pipeline_id, last_run, keys_processed, last_rate, last_error)
-        VALUES (%s, now(), %s, %s, %s)
-        ON CONFLICT (pipeline_id) DO UPDATE
-        SET last_run = EXCLUDED.last_run,
-            keys_processed = pipeline_run_stats.keys_processed + EXCLUDED.keys_processed,
-            last_rate = coalesce(EXCLUDED.last_rate, pipeline_run_stats.last_rate),
-            last_error = EXCLUDED.last_error""",
-               pipeline.id, summary.processed, summary.rate,
-               summary.error.message if summary.error else None)
+        SELECT %s, pg_catalog.now(), %s, %s, %s
+        WHERE NOT EXISTS (SELECT FROM aidb.pipeline_run_stats WHERE pipeline_id = %s)
+        ON CONFLICT (pipeline_id) DO NOTHING
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM updated) OR EXISTS (SELECT FROM inserted) AS saved"""
+
+_unsaved_keys = collections.Counter()      # per pipeline id: counts not written yet
+_unsaved_lock = threading.Lock()           # external workers run slots in threads
+
+
+def _save_stats(db, pipeline, summary, wait=True):
+    """Add the run's figures to aidb.pipeline_run_stats; without `wait`
+    (workers), only if no other transaction holds the row right now."""
+    with _unsaved_lock:
+        processed = summary.processed + _unsaved_keys.pop(pipeline.id, 0)
+    values = (pipeline.id, processed, summary.rate,
+              summary.error.message if summary.error else None)
+    if wait:
+        db.execute(_SAVE_STATS, *values)
+    elif not db.query(_SAVE_STATS_IF_FREE, *values, *values, pipeline.id)[0]["saved"]:
+        with _unsaved_lock:
+            _unsaved_keys[pipeline.id] += processed
 
 
 def reconcile(db, pipeline):

@@ -10,6 +10,7 @@ off; a batch cut short that way rolls back into the backlog.
 """
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -65,10 +66,15 @@ class Worker:
     async def run(self):
         """Serve until asked to stop; returns the exit status (1: --once met errors)."""
         await asyncio.to_thread(self._check_startup)
+        # One thread per slot: asyncio's default pool has cores + 4 threads,
+        # so -c 8 on two cores would run only 6 batches at once.
+        self._slots_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="aidb-slot")
         try:
             outcomes = await asyncio.gather(*(self._slot(n) for n in range(self.concurrency)),
                                             return_exceptions=True)
         finally:
+            self._slots_pool.shutdown(wait=False)
             await asyncio.to_thread(self._heartbeat_stopped)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
@@ -85,7 +91,7 @@ class Worker:
 
     async def _slot(self, slot):
         try:
-            await asyncio.to_thread(self._serve, slot)
+            await asyncio.get_running_loop().run_in_executor(self._slots_pool, self._serve, slot)
         except BaseException:
             # A slot that fails (or a run() that is cancelled) stops the others
             # after their batch: threads cannot be cancelled, only asked.
