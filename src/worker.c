@@ -242,6 +242,7 @@ record_error(const char *message)
 		Oid			argtypes[2] = {INT4OID, TEXTOID};
 		Datum		values[2] = {Int32GetDatum(args.pipeline_id), CStringGetTextDatum(message)};
 
+		SetCurrentStatementStartTimestamp();	/* now() of this transaction */
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -275,6 +276,11 @@ run_one_pass(int64 *processed)
 
 	PG_TRY();
 	{
+		/*
+		 * No client message sets it in a worker: without this, now() would
+		 * stay the time of its first transaction (errors, runs, queued_at).
+		 */
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());

@@ -341,3 +341,61 @@ def test_update_from_previous_release_keeps_pipelines_working(
     user.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Disabled')")
     user.close()
     admin.close()
+
+
+def test_previous_release_sql_refuses_the_new_engine_and_its_worker_backs_off(
+        cluster, owner, previous_db, previous_engine, model_server):
+    """Between `make install` of a new release and ALTER EXTENSION aidb UPDATE:
+    calls fail with a clear error and the fix, a Background pipeline's worker
+    records that and backs off (no busy loop, nothing taken from the backlog),
+    and the update wakes it to drain everything."""
+    dbname = previous_db
+    admin = session(cluster, dbname)
+    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    old = session(cluster, dbname)
+    load_previous_engine(old, previous_engine)
+    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    create_fake_model(old, model_server.url, TEST_API_KEY)
+    old.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+    old.execute("INSERT INTO docs SELECT g, 'waiting document ' || g FROM generate_series(1, 15) g")
+    old.execute(f"""SELECT aidb.create_pipeline('bg', 'docs', 'id', 'body',
+        step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'),
+        auto_processing => 'Background', background_sync_interval => '1 second')""")
+    pipeline_id = old.execute("SELECT id FROM aidb.pipeline_registry WHERE name = 'bg'").fetchone()[0]
+    old.close()
+
+    # A new session runs the new engine: every entry point refuses, saying why.
+    for statement in (f"SELECT aidb.encode_text('{MODEL}', 'x')", "SELECT aidb.run_pipeline('bg')"):
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+            admin.execute(statement)
+        diag = refused.value.diag
+        assert f"version {PREVIOUS}, but the installed aidb engine is version {CURRENT}" \
+            in diag.message_primary, diag.message_primary
+        assert diag.message_hint == "ALTER EXTENSION aidb UPDATE;"
+
+    # The worker (this library, this engine) fails the same way, records it,
+    # and backs off: three attempts take at least 1 + 2 seconds of back-off.
+    def worker_error():
+        return admin.execute(
+            "SELECT message, attempts, extract(epoch FROM last_attempt - first_attempt) "
+            "FROM aidb.pipeline_error_log WHERE pipeline_id = %s AND source_key IS NULL "
+            "AND step = 'worker'", (pipeline_id,)).fetchone()
+
+    message, attempts, seconds = wait_for(
+        lambda: (row := worker_error()) is not None and row[1] >= 3 and row,
+        timeout=30, message="the worker's third failed attempt")
+    assert f"aidb's SQL objects in this database are version {PREVIOUS}" in message
+    assert seconds >= 2.5 * (attempts - 1) / 2, (attempts, seconds)
+    assert admin.execute('SELECT "worker state" FROM aidb.pipem WHERE pipeline = %s',
+                         ('bg',)).fetchone()[0] == "backing off after errors"
+    assert backlog_keys(admin, pipeline_id) == list(range(1, 16))
+    assert destination_contents(admin, "bg") == {}
+
+    # The update clears that error, which wakes the worker: it drains at once.
+    admin.execute("ALTER EXTENSION aidb UPDATE")
+    assert worker_error() is None
+    wait_for(lambda: pending(admin, "bg") == 0 and metrics(admin, "bg")["Status"] == "UpToDate",
+             timeout=DRAIN_TIMEOUT, message="the worker to drain bg after the update")
+    assert assert_consistent(admin, "bg") == 15
+    admin.execute("SELECT aidb.update_pipeline('bg', auto_processing => 'Disabled')")
+    admin.close()
