@@ -29,8 +29,9 @@ EXT_PARTS   = $(sort $(wildcard sql/ext/*.sql))
 DATA        = $(wildcard sql/versions/aidb--*.sql)
 UPGRADES    = aidb--0.1.0--$(EXTVERSION).sql
 
-REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
-REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf \
+# pg_regress files live in test/sql and test/expected, as pgvector lays them out.
+REGRESS      = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
+REGRESS_OPTS = --inputdir=test --temp-instance=tmp_check --temp-config=test/regress.conf \
                --load-extension=plpython3u --load-extension=vector
 
 PG_CONFIG ?= pg_config

@@ -1,4 +1,4 @@
-"""Security beyond sql/security.sql: the egress allowlist against a real
+"""Security beyond test/sql/security.sql: the egress allowlist against a real
 HTTP server (a refused host gets no request, from a session or a background
 worker), an external worker run by an aidb user, and the host and path
 rules of aidb.egress with hostile input.
