@@ -1,7 +1,8 @@
 -- Change capture in detail: the C fast path aidb._capture_keys() (INSERT and
 -- UPDATE of non-Live pipelines) and the statements it hands to the general
 -- capture function aidb._capture_<id>(). Pipelines stay Disabled, so each
--- backlog shows exactly what a statement enqueued.
+-- backlog shows exactly what a statement enqueued. Their one step is
+-- ChunkText: capture is the same whatever the steps, and no model loads.
 CREATE EXTENSION aidb;
 SET client_min_messages = warning;
 \set SHOW_CONTEXT never
@@ -30,7 +31,7 @@ $$;
 CREATE TABLE notes (id integer PRIMARY KEY, body text, stars integer NOT NULL DEFAULT 0);
 INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 5) g;
 SELECT aidb.create_pipeline('notes_kb', 'notes', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
        auto_processing => 'Disabled');
 SELECT * FROM capture_triggers('notes');
 SELECT clear_backlog('notes_kb');
@@ -89,7 +90,7 @@ SELECT clear_backlog('notes_kb');
 -- every key.
 SELECT aidb.create_pipeline('notes_stars', 'notes', source_data_column => 'body',
        source_filter => 'stars > 0',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
        auto_processing => 'Disabled');
 SELECT clear_backlog('notes_stars');
 INSERT INTO notes VALUES (11, 'eleven'), (12, 'twelve');
@@ -114,7 +115,7 @@ CREATE TABLE events (id integer PRIMARY KEY, body text) PARTITION BY RANGE (id);
 CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (0) TO (100);
 CREATE TABLE events_high PARTITION OF events FOR VALUES FROM (100) TO (1000);
 SELECT aidb.create_pipeline('events_kb', 'events', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
        auto_processing => 'Disabled');
 INSERT INTO events VALUES (1, 'low'), (150, 'high');
 INSERT INTO events_low VALUES (2, 'straight into a partition');

@@ -1,4 +1,6 @@
 -- Background workers: one per Background pipeline, reconciled on every change.
+-- The pipelines chunk text and embed nothing: a worker that loaded the local
+-- model would spend most of this file doing so (test/sql/models.sql covers it).
 CREATE EXTENSION aidb;
 SET client_min_messages = warning;
 \set SHOW_CONTEXT never
@@ -29,7 +31,7 @@ INSERT INTO notes SELECT g, 'note number ' || g FROM generate_series(1, 5) g;
 
 -- Creating a Background pipeline starts its worker, which drains the backlog.
 SELECT aidb.create_pipeline('bg_notes', 'notes', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
        auto_processing => 'Background');
 SELECT wait_until($$SELECT count(*) = 1 FROM pg_stat_activity
                     WHERE application_name = 'aidb pipeline bg_notes'$$) AS worker_running;
@@ -78,7 +80,7 @@ SELECT pg_reload_conf();
 CREATE TABLE more (id int PRIMARY KEY, body text);
 INSERT INTO more VALUES (1, 'more text');
 SELECT aidb.create_pipeline('bg_more', 'more', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
        auto_processing => 'Background');
 SELECT wait_until($$SELECT "Status" = 'WaitingForWorker' FROM aidb.pipem WHERE pipeline = 'bg_more'$$) AS waiting;
 SELECT aidb.delete_pipeline('bg_notes');
@@ -96,7 +98,7 @@ CREATE EXTENSION aidb CASCADE;
 CREATE TABLE notes (id int PRIMARY KEY, body text);
 INSERT INTO notes VALUES (1, 'a note in the second database');
 SELECT aidb.create_pipeline('bg_second', 'notes', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
        auto_processing => 'Background');
 \c :regress_db
 SET client_min_messages = warning;
