@@ -414,6 +414,11 @@ aidb_worker_main(Datum arg)
 	snprintf(title, sizeof(title), "aidb pipeline %s", args.name);
 	SetConfigOption("application_name", title, PGC_USERSET, PGC_S_SESSION);
 	pgstat_report_appname(title);
+	/*
+	 * The owner's own search_path (ALTER ROLE ... SET) may start with a schema
+	 * other roles can create in: this process's SQL resolves nothing there.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
 	publish_state(AIDB_WORKER_RUNNING, -1);
 
 	for (;;)

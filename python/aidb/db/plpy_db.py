@@ -8,7 +8,10 @@ import plpy
 from . import Database, render
 
 def _pg_type(value):
-    """The parameter type to declare for a Python value (plpy needs one)."""
+    """The parameter type to declare for a Python value (plpy needs one),
+    schema-qualified or a keyword: a plan may be prepared under the caller's
+    search_path (resolve_with_caller_path), where a `text` of another schema
+    could stand in for pg_catalog's."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -16,13 +19,13 @@ def _pg_type(value):
     if isinstance(value, float):
         return "double precision"
     if isinstance(value, dict):
-        return "jsonb"
+        return "pg_catalog.jsonb"
     if isinstance(value, bytes):
-        return "bytea"
+        return "pg_catalog.bytea"
     if isinstance(value, (list, tuple)):
-        inner = _pg_type(value[0]) if value else "text"
+        inner = _pg_type(value[0]) if value else "pg_catalog.text"
         return inner + "[]"
-    return "text"
+    return "pg_catalog.text"
 
 
 def _to_plpy(value):
@@ -68,13 +71,13 @@ class PlpyDatabase(Database):
         caller = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
         outer, self.caller_search_path = self.caller_search_path, caller
         plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)",
-                                  ["text"]), [path])
+                                  ["pg_catalog.text"]), [path])
         try:
             yield
         finally:
             self.caller_search_path = outer
             plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)",
-                                      ["text"]), [caller])
+                                      ["pg_catalog.text"]), [caller])
 
     def resolve_with_caller_path(self, sql, *params):
         """Rows of `sql` run under the caller's search_path: for turning the
