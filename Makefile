@@ -15,6 +15,8 @@ MODULE_big  = aidb
 WERROR     ?= -Werror
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter $(WERROR)
 OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
+# The release the library belongs to (src/compat.c: the SQL may be older).
+PG_CPPFLAGS = -DAIDB_VERSION='"$(EXTVERSION)"'
 
 # The install script is assembled from the numbered parts in sql/ext/, so that
 # each area (models, pipelines, ...) keeps its own file.

@@ -116,6 +116,9 @@ extern bool aidb_start_discovery_worker(Oid dboid, uint64 generation,
 extern bool aidb_start_pipeline_worker(AidbPipelineEntry *entry, BackgroundWorkerHandle **handle);
 extern void aidb_install_dropdb_hook(void);
 
+/* ---- older releases' SQL (compat.c) ---- */
+extern const char *aidb_outdated_sql_version(void);
+
 PGDLLEXPORT void aidb_launcher_main(Datum arg);
 PGDLLEXPORT void aidb_discovery_main(Datum arg);
 PGDLLEXPORT void aidb_worker_main(Datum arg);

@@ -160,13 +160,23 @@ check_backlog(Relation backlog, Relation source, AttrNumber key_attnum, int32 pi
 	Oid			backlog_key_type;
 
 	if (problem != NULL)
+	{
+		/* After an install of a new release, an older release's backlog. */
+		const char *sql_version = aidb_outdated_sql_version();
+
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("aidb pipeline %d cannot capture changes of table \"%s\": "
 						"its backlog aidb.%s is not the table aidb made: %s",
 						pipeline_id, RelationGetRelationName(source),
 						RelationGetRelationName(backlog), problem),
+				 sql_version != NULL ?
+				 errdetail("This database has the SQL objects of aidb %s; the installed "
+						   "library is aidb %s.", sql_version, AIDB_VERSION) : 0,
+				 sql_version != NULL ?
+				 errhint("ALTER EXTENSION aidb UPDATE;") :
 				 errhint("Delete the pipeline with aidb.delete_pipeline() and create it again.")));
+	}
 	backlog_key_type = TupleDescAttr(RelationGetDescr(backlog), 0)->atttypid;
 	if (backlog_key_type != getBaseType(source_key->atttypid))
 		ereport(ERROR,

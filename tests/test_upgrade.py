@@ -373,6 +373,14 @@ def test_previous_release_sql_refuses_the_new_engine_and_its_worker_backs_off(
             in diag.message_primary, diag.message_primary
         assert diag.message_hint == "ALTER EXTENSION aidb UPDATE;"
 
+    # So does capture (this library's C trigger) on 0.1.0's backlog, which
+    # belongs to the pipeline's owner: writes to the source wait for the update.
+    with session(cluster, dbname, user=owner) as writer:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+            writer.execute("INSERT INTO docs VALUES (99, 'written meanwhile')")
+    assert refused.value.diag.message_hint == "ALTER EXTENSION aidb UPDATE;"
+    assert f"SQL objects of aidb {PREVIOUS}" in refused.value.diag.message_detail
+
     # The worker (this library, this engine) fails the same way, records it,
     # and backs off: three attempts take at least 1 + 2 seconds of back-off.
     def worker_error():
@@ -394,8 +402,10 @@ def test_previous_release_sql_refuses_the_new_engine_and_its_worker_backs_off(
     # The update clears that error, which wakes the worker: it drains at once.
     admin.execute("ALTER EXTENSION aidb UPDATE")
     assert worker_error() is None
+    with session(cluster, dbname, user=owner) as writer:
+        writer.execute("INSERT INTO docs VALUES (99, 'written after the update')")
     wait_for(lambda: pending(admin, "bg") == 0 and metrics(admin, "bg")["Status"] == "UpToDate",
              timeout=DRAIN_TIMEOUT, message="the worker to drain bg after the update")
-    assert assert_consistent(admin, "bg") == 15
+    assert assert_consistent(admin, "bg") == 16
     admin.execute("SELECT aidb.update_pipeline('bg', auto_processing => 'Disabled')")
     admin.close()
