@@ -11,8 +11,10 @@ same as a fresh install of this version (so a later change to a table,
 index or grant that the upgrade script lacks fails here).
 """
 
+import glob
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -409,3 +411,55 @@ def test_previous_release_sql_refuses_the_new_engine_and_its_worker_backs_off(
     assert assert_consistent(admin, "bg") == 16
     admin.execute("SELECT aidb.update_pipeline('bg', auto_processing => 'Disabled')")
     admin.close()
+
+
+# --- the build step that makes the code part of an upgrade script -------------------------------
+
+UPGRADE_CODE = os.path.join(ROOT, "scripts", "upgrade-code.awk")
+INSTALL_PARTS = sorted(glob.glob(os.path.join(ROOT, "sql", "ext", "*.sql")))
+TABLE = re.compile(r"^CREATE (?:UNLOGGED )?TABLE (aidb\.\w+)", re.M)
+
+
+def upgrade_code(*parts):
+    return subprocess.run(["awk", "-f", UPGRADE_CODE, *parts], capture_output=True, text=True)
+
+
+def test_upgrade_script_code_leaves_out_the_table_sections():
+    result = upgrade_code(*INSTALL_PARTS)
+    assert result.returncode == 0, result.stderr
+    code = result.stdout
+    assert not TABLE.search(code) and not re.search(r"^CREATE (UNIQUE )?INDEX", code, re.M)
+    assert "INSERT INTO aidb.model_registry" not in code
+    assert "CREATE FUNCTION aidb.create_pipeline(" in code
+    assert "CREATE VIEW aidb.pipeline_metrics AS" in code
+    assert "CREATE EVENT TRIGGER aidb_follow_source_changes" in code
+
+
+def test_every_table_of_the_install_script_is_in_the_upgrade():
+    """A table that release 0.1.0 lacks must be created by the upgrade script
+    (sql/upgrade/): its CREATE TABLE in the install parts sits in a skipped
+    section, so the code part never makes it."""
+    install = "".join(open(part).read() for part in INSTALL_PARTS)
+    previous = open(os.path.join(ROOT, "sql", "versions", f"aidb--{PREVIOUS}.sql")).read()
+    steps = "".join(open(os.path.join(ROOT, "sql", "upgrade", f"{PREVIOUS}--{CURRENT}-{step}.sql"))
+                    .read() for step in ("pre", "post"))
+    missing = set(TABLE.findall(install)) - set(TABLE.findall(previous)) - set(TABLE.findall(steps))
+    assert not missing, (f"tables new since {PREVIOUS} that sql/upgrade/{PREVIOUS}--{CURRENT}-*.sql "
+                         f"does not create: {sorted(missing)}")
+
+
+@pytest.mark.parametrize("part, complaint", [
+    ("CREATE TABLE aidb.extra (id int);\n", "outside '-- upgrade: skip begin/end'"),
+    ("CREATE UNIQUE INDEX extra_id ON aidb.extra (id);\n", "outside '-- upgrade: skip begin/end'"),
+    ("DO $$ BEGIN\n    CREATE ROLE extra;\nEND $$;\n", "outside '-- upgrade: skip begin/end'"),
+    ("-- upgrade: skip begin\nCREATE TABLE aidb.extra (id int);\n", "ends inside"),
+    ("-- upgrade: skip end\n", "without a begin"),
+])
+def test_upgrade_script_build_refuses_unmarked_table_sections(tmp_path, part, complaint):
+    """The build (make) fails, naming the file and line, so that the author of
+    the next version is told to mark the section and write its upgrade step."""
+    path = tmp_path / "45_extra.sql"
+    path.write_text("-- a part\n" + part)
+    result = upgrade_code(str(path))
+    assert result.returncode != 0
+    assert complaint in result.stderr and "45_extra.sql:" in result.stderr, result.stderr
