@@ -270,7 +270,8 @@ def _write(db, queries, pipeline, done, parts, vectors, removed_keys):
         db.execute(queries.forget_state, forget)
     remember = [r for r in done if r["key"] not in busy and r["key"] not in refused]
     if remember:
-        db.execute(queries.remember_state, [r["key"] for r in remember], [r["hash"] for r in remember])
+        keys = [r["key"] for r in remember]
+        db.execute(queries.remember_state, keys, [r["hash"] for r in remember], keys)
     return busy, refused
 
 

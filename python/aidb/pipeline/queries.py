@@ -51,10 +51,14 @@ class BatchQueries:
             WHERE key {eq} ANY (%s::{kt}[]) FOR UPDATE""")
         self.delete_claimed = q("""
             DELETE FROM {backlog} WHERE ctid OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.tid[])""")
+        # The key list twice: `st.key = ANY (keys)` makes the state table's
+        # primary key the way in. A plain join to the unnest was planned, in
+        # a run's one transaction (no statistics yet), as a hash join over
+        # a seq scan of the whole state table: quadratic in the backlog.
         self.remember_state = q("""
             UPDATE {state} AS st SET hash = u.h::pg_catalog.uuid, updated_at = pg_catalog.now()
             FROM ROWS FROM (pg_catalog.unnest(%s::{kt}[]), pg_catalog.unnest(%s::pg_catalog.text[])) AS u(k, h)
-            WHERE st.key {eq} u.k""")
+            WHERE st.key {eq} ANY (%s::{kt}[]) AND st.key {eq} u.k""")
         self.forget_state = q("DELETE FROM {state} WHERE key {eq} ANY (%s::{kt}[])")
         self.requeue = q("INSERT INTO {backlog} (key) SELECT pg_catalog.unnest(%s::{kt}[])")
         self.pending_keys = q("SELECT pg_catalog.count(DISTINCT key) AS n FROM {backlog}")
