@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from psycopg import sql
 
-from conftest import TEST_API_KEY, scratch_database, wait_for
-from tests.support.attack import (
+from conftest import TEST_API_KEY, wait_for
+from tests.support.attack import (scratch_database, 
     SUPERUSER, drop_roles, is_superuser, make_cast, plant_spy, seen_rows, spy_counts)
 from tests.support.pipeline_checks import create_fake_model
 

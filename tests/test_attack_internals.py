@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import scratch_database, wait_for
-from tests.support.attack import SUPERUSER, drop_roles, make_cast
+from conftest import wait_for
+from tests.support.attack import scratch_database, SUPERUSER, drop_roles, make_cast
 
 pytestmark = pytest.mark.security
 

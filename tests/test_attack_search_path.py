@@ -26,8 +26,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import TEST_API_KEY, scratch_database, wait_for
-from tests.support.attack import SUPERUSER, drop_roles, make_cast
+from conftest import TEST_API_KEY, wait_for
+from tests.support.attack import scratch_database, SUPERUSER, drop_roles, make_cast
 from tests.support.pipeline_checks import MODEL, create_fake_model
 
 import aidb  # after pipeline_checks, which puts python/ first on sys.path
