@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import ROOT, TEST_API_KEY, scratch_database, wait_for
+from tests.support.common import ROOT, TEST_API_KEY, scratch_database, wait_for
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_fake_model, destination_contents, metrics, pending,
     pipeline_errors)
@@ -463,3 +463,60 @@ def test_upgrade_script_build_refuses_unmarked_table_sections(tmp_path, part, co
     result = upgrade_code(str(path))
     assert result.returncode != 0
     assert complaint in result.stderr and "45_extra.sql:" in result.stderr, result.stderr
+
+
+def test_update_refuses_while_user_objects_use_aidb_and_blocks_pipelines_it_cannot_rebuild(
+        cluster, owner, previous_db, previous_engine, model_server):
+    dbname = previous_db
+    admin = session(cluster, dbname)
+    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    old = session(cluster, dbname)
+    load_previous_engine(old, previous_engine)
+    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    create_fake_model(old, model_server.url, TEST_API_KEY)
+    for table in ("kept", "doomed"):
+        old.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, body text)")
+        old.execute(f"INSERT INTO {table} SELECT g, '{table} ' || g FROM generate_series(1, 5) g")
+        old.execute(f"""SELECT aidb.create_pipeline('{table}', '{table}', 'id', 'body',
+            step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'))""")
+    old.execute("SELECT aidb.run_pipeline('kept')")
+    old.execute("DROP TABLE doomed")       # 0.1.0 did not notice
+    old.close()
+
+    # A user's view on an aidb view and a user's function calling an aidb
+    # function (its body parsed at creation, so it depends on it).
+    admin.execute("CREATE VIEW my_pipelines AS SELECT name FROM aidb.pipelines")
+    admin.execute("CREATE FUNCTION my_vector(t text) RETURNS vector LANGUAGE sql "
+                  f"BEGIN ATOMIC SELECT aidb.encode_text('{MODEL}', t); END")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist) as refused:
+        admin.execute("ALTER EXTENSION aidb UPDATE")
+    detail = refused.value.diag.message_detail
+    assert "view my_pipelines" in detail and "function my_vector(text)" in detail, detail
+    assert "ALTER EXTENSION aidb UPDATE" in refused.value.diag.message_hint
+    assert extension_version(admin) == PREVIOUS
+    admin.execute("DROP VIEW my_pipelines")
+    admin.execute("DROP FUNCTION my_vector(text)")
+
+    notices = []
+    admin.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary)))
+    admin.execute("ALTER EXTENSION aidb UPDATE")
+    assert extension_version(admin) == CURRENT
+    assert [m for s, m in notices if s == "WARNING"] == [
+        m for s, m in notices if s == "WARNING" and 'aidb pipeline "doomed" could not be rebuilt' in m]
+    assert any('aidb pipeline "doomed" could not be rebuilt' in m for s, m in notices), notices
+    # The pipeline whose source is gone is blocked, saying why; the other is fine.
+    errors = pipeline_errors(admin, "doomed")
+    assert [(key, category) for key, category, _ in errors] == [(None, "PipelinePermanent")]
+    assert "ALTER EXTENSION aidb UPDATE could not rebuild" in errors[0][2]
+    assert "aidb.delete_pipeline('doomed')" in errors[0][2]
+    assert metrics(admin, "doomed")["Status"] == "BlockingErrors"
+    assert pipeline_errors(admin, "kept") == [] and metrics(admin, "kept")["Status"] == "UpToDate"
+    with session(cluster, dbname, user=owner) as user:
+        user.execute("INSERT INTO kept VALUES (6, 'kept 6')")
+        user.execute("SELECT aidb.run_pipeline('kept')")
+        assert assert_consistent(user, "kept") == 6
+        # The way out that the error names works.
+        user.execute("SELECT aidb.delete_pipeline('doomed')")
+        assert user.execute("SELECT count(*) FROM pg_class WHERE relname ~ %s",
+                            (r"^_(backlog|state)_\d+$",)).fetchone()[0] == 2
+    admin.close()
