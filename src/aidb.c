@@ -11,7 +11,6 @@
 
 PG_MODULE_MAGIC;
 
-bool		aidb_loaded_at_startup = false;
 bool		aidb_enable_background_workers = true;
 int			aidb_max_workers = 16;
 int			aidb_launcher_naptime = 60;
@@ -89,7 +88,6 @@ _PG_init(void)
 	define_gucs();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-	aidb_loaded_at_startup = true;
 	aidb_shmem_init();
 	aidb_install_dropdb_hook();
 	aidb_register_launcher();

@@ -29,7 +29,6 @@
 #include "storage/lwlock.h"
 
 /* ---- GUCs (aidb.c) ---- */
-extern bool aidb_loaded_at_startup;
 extern bool aidb_enable_background_workers;
 extern int	aidb_max_workers;
 extern int	aidb_launcher_naptime;	/* seconds between full rescans */

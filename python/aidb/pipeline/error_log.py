@@ -44,9 +44,3 @@ def record_pipeline_error(db, pipeline_id, step, category, message):
 def clear_pipeline_errors(db, pipeline_id):
     db.execute("DELETE FROM aidb.pipeline_error_log "
                "WHERE pipeline_id = %s AND source_key IS NULL", pipeline_id)
-
-
-def has_blocking_error(db, pipeline_id):
-    return bool(db.query("SELECT 1 FROM aidb.pipeline_error_log WHERE pipeline_id = %s "
-                         "AND source_key IS NULL AND category = 'PipelinePermanent'",
-                         pipeline_id))
