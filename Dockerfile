@@ -25,6 +25,8 @@ WORKDIR /usr/src/aidb
 COPY Makefile aidb.control ./
 COPY src ./src
 COPY sql/ext ./sql/ext
+COPY sql/versions ./sql/versions
+COPY sql/upgrade ./sql/upgrade
 COPY python ./python
 COPY scripts/install-aidb.sh ./scripts/
 

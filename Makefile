@@ -26,7 +26,7 @@ EXT_PARTS   = $(sort $(wildcard sql/ext/*.sql))
 # Releases: each one's install script is kept as shipped (sql/versions/),
 # and an upgrade script leads from the previous one to this version. An
 # upgrade script is built from a hand-written pre-step, the install parts
-# without their table sections (scripts/upgrade-code.awk, which fails on an
+# without their table sections (sql/upgrade/code-only.awk, which fails on an
 # unmarked CREATE TABLE) and a post-step: sql/upgrade/<from>--<to>-{pre,post}.sql.
 DATA        = $(wildcard sql/versions/aidb--*.sql)
 UPGRADES    = aidb--0.1.0--$(EXTVERSION).sql
@@ -48,9 +48,9 @@ ENGINE_DIR     = $(DESTDIR)$(pkglibdir)/aidb/python
 aidb--$(EXTVERSION).sql: $(EXT_PARTS)
 	cat $^ > $@
 
-aidb--%--$(EXTVERSION).sql: sql/upgrade/%--$(EXTVERSION)-pre.sql scripts/upgrade-code.awk $(EXT_PARTS) sql/upgrade/%--$(EXTVERSION)-post.sql
+aidb--%--$(EXTVERSION).sql: sql/upgrade/%--$(EXTVERSION)-pre.sql sql/upgrade/code-only.awk $(EXT_PARTS) sql/upgrade/%--$(EXTVERSION)-post.sql
 	{ cat sql/upgrade/$*--$(EXTVERSION)-pre.sql && \
-	  awk -f scripts/upgrade-code.awk $(EXT_PARTS) && \
+	  awk -f sql/upgrade/code-only.awk $(EXT_PARTS) && \
 	  cat sql/upgrade/$*--$(EXTVERSION)-post.sql; } > $@.tmp
 	mv $@.tmp $@
 

@@ -415,7 +415,7 @@ def test_previous_release_sql_refuses_the_new_engine_and_its_worker_backs_off(
 
 # --- the build step that makes the code part of an upgrade script -------------------------------
 
-UPGRADE_CODE = os.path.join(ROOT, "scripts", "upgrade-code.awk")
+UPGRADE_CODE = os.path.join(ROOT, "sql", "upgrade", "code-only.awk")
 INSTALL_PARTS = sorted(glob.glob(os.path.join(ROOT, "sql", "ext", "*.sql")))
 TABLE = re.compile(r"^CREATE (?:UNLOGGED )?TABLE (aidb\.\w+)", re.M)
 

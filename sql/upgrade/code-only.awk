@@ -1,7 +1,7 @@
 # The code part of an upgrade script: the install-script parts (sql/ext/*.sql,
 # given in order) without their table sections.
 #
-#   awk -f scripts/upgrade-code.awk sql/ext/*.sql
+#   awk -f sql/upgrade/code-only.awk sql/ext/*.sql
 #
 # A table section is marked in its part by two lines
 #     -- upgrade: skip begin
