@@ -231,14 +231,20 @@ def test_a_superuser_creating_a_pipeline_plans_nothing_of_the_owners_as_itself(c
 
 
 def test_a_background_worker_runs_the_owners_code_as_the_owner(cast, admin):
+    """The worker logs in as the owner; its view reconciliations (each
+    second here, once the backfill is done) run the view as the owner."""
     name = pipeline_name()
     create_chunk_pipeline(admin, name, f"{cast.attacker}.v", owner_role=cast.attacker,
-                          auto_processing="Background")
-    wait_for(lambda: destination_keys(admin, name) == set(range(1, 11)),
-             message="the background worker's backfill")
-    rows = assert_ran_only_as_attacker(admin, cast, {"view"})
-    assert cast.attacker in {session for _, _, session, _, _ in rows}    # the worker's rows
-    admin.execute("SELECT aidb.delete_pipeline(%s)", (name,))
+                          auto_processing="Background", background_sync_interval="1 second")
+    try:
+        wait_for(lambda: destination_keys(admin, name) == set(range(1, 11)),
+                 message="the background worker's backfill")
+        wait_for(lambda: cast.attacker in {session for _, _, session, _, _
+                                           in seen_rows(admin, cast.attacker, clear=False)},
+                 message="the worker's reconciliation of the view")
+        assert_ran_only_as_attacker(admin, cast, {"view"})
+    finally:
+        admin.execute("SELECT aidb.delete_pipeline(%s)", (name,))
 
 
 def test_external_workers_run_by_a_superuser_run_owner_code_as_the_owner(cast, admin, attacker):
