@@ -26,8 +26,9 @@ import pytest
 from psycopg import sql
 
 from tests.support.common import ROOT, TEST_API_KEY, scratch_database, wait_for
+from tests.support.fake_vectors import fake_embedding
 from tests.support.pipeline_checks import (
-    MODEL, assert_consistent, create_fake_model, destination_contents, metrics, pending,
+    DIMS, MODEL, SERVER_MODEL, assert_consistent, create_fake_model, destination_contents, metrics, pending,
     pipeline_errors)
 from tests.support.workers import running_worker
 
@@ -194,8 +195,52 @@ def model_row(conn):
         WHERE m.name = %s""", (MODEL,)).fetchone()
 
 
+@pytest.fixture
+def folder(cluster):
+    """A directory the server can read, allowed by aidb.allowed_local_paths
+    for the duration of the test."""
+    path = tempfile.mkdtemp(prefix="aidb-upgrade-volume-")
+    os.chmod(path, 0o755)
+    with session(cluster, "postgres") as conn:
+        conn.execute(f"ALTER SYSTEM SET aidb.allowed_local_paths = '{path}'")
+        conn.execute("SELECT pg_reload_conf()")
+        wait_for(lambda: conn.execute("SELECT current_setting('aidb.allowed_local_paths')")
+                 .fetchone()[0] == path, message="the reloaded setting")
+    yield path
+    with session(cluster, "postgres") as conn:
+        conn.execute("ALTER SYSTEM RESET aidb.allowed_local_paths")
+        conn.execute("SELECT pg_reload_conf()")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_file(folder, name, text):
+    path = os.path.join(folder, name)
+    with open(path, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o644)
+
+
+def volume_destination(conn, name):
+    """{file: (text, vector)} of a volume pipeline without ChunkText (one part per file)."""
+    return {key: value for (key, part), value in destination_contents(conn, name).items()
+            if part == 0}
+
+
+def expected_volume_destination(folder):
+    return {name: (open(os.path.join(folder, name)).read(),
+                   fake_embedding(open(os.path.join(folder, name)).read(), DIMS, SERVER_MODEL))
+            for name in os.listdir(folder)}
+
+
+def assert_same_vectors(actual, expected):
+    assert actual.keys() == expected.keys()
+    for key, (text, vector) in expected.items():
+        assert actual[key][0] == text
+        assert all(abs(a - b) < 1e-5 for a, b in zip(actual[key][1], vector)), key
+
+
 def test_update_from_previous_release_keeps_pipelines_working(
-        cluster, owner, previous_db, previous_engine, model_server):
+        cluster, owner, previous_db, previous_engine, model_server, folder):
     dbname = previous_db
     admin = session(cluster, dbname)
     admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
@@ -219,11 +264,22 @@ def test_update_from_previous_release_keeps_pipelines_working(
         step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
         step_2 => 'KnowledgeBase', step_2_options => aidb.knowledge_base_config('{MODEL}', distance_operator => 'Cosine'),
         source_filter => 'published', batch_size => 5)""")
+    # A view source (reconciled by content hash) and a volume source.
+    old.execute("CREATE VIEW docs_v AS SELECT id, body FROM docs WHERE id <= 10")
+    old.execute(f"""SELECT aidb.create_pipeline('pv', 'docs_v', 'id', 'body',
+        step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'))""")
+    for n in range(1, 4):
+        write_file(folder, f"file{n}.txt", f"the text of file {n}")
+    old.execute(f"SELECT aidb.create_volume('files', 'file://{folder}')")
+    old.execute(f"""SELECT aidb.create_pipeline('pvol', 'files',
+        step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'))""")
     ids = dict(old.execute("SELECT name, id FROM aidb.pipeline_registry").fetchall())
     # One batch of p (6 keys) as 0.1.0's worker would run it; pf completely,
     # then a delete captured by 0.1.0's capture function.
     assert old.execute("SELECT aidb._run_batch(%s)", (ids["p"],)).fetchone()[0] == 6
     old.execute("SELECT aidb.run_pipeline('pf')")
+    old.execute("SELECT aidb.run_pipeline('pv')")
+    old.execute("SELECT aidb.run_pipeline('pvol')")
     old.execute("DELETE FROM docs WHERE id = 20")
     old.execute("DELETE FROM notes WHERE id = 1")
     old.close()
@@ -238,6 +294,8 @@ def test_update_from_previous_release_keeps_pipelines_working(
     assert len(done) == 6 and 20 not in done
     assert p_pending == sorted(set(range(1, 21)) - done), "0.1.0 left the rest of p queued"
     assert pf_pending == [1], "0.1.0 processed pf and queued its deleted key"
+    assert len(destination_before["pv"]) == 10
+    assert_same_vectors(volume_destination(admin, "pvol"), expected_volume_destination(folder))
     model_before = model_row(admin)
     owner_oid = admin.execute("SELECT %s::regrole::oid", (owner,)).fetchone()[0]
     assert admin.execute("SELECT relowner FROM pg_class WHERE oid = %s::regclass",
@@ -326,6 +384,14 @@ def test_update_from_previous_release_keeps_pipelines_working(
     assert_consistent(user, "p")
     assert_consistent(user, "pf")
     assert metrics(user, "p")["Status"] == "UpToDate"
+    user.execute("SELECT aidb.run_pipeline('pv')")       # the view's changes, by hash
+    assert assert_consistent(user, "pv") == 7             # 1..10 without 3 (now 200), 4, 5
+    write_file(folder, "file2.txt", "file 2, rewritten")
+    write_file(folder, "file4.txt", "a fourth file")
+    os.remove(os.path.join(folder, "file3.txt"))
+    user.execute("SELECT aidb.run_pipeline('pvol')")
+    assert_same_vectors(volume_destination(user, "pvol"), expected_volume_destination(folder))
+    assert metrics(user, "pvol")["Status"] == "UpToDate"
 
     # Retrieval with the pipeline's model and operator.
     assert user.execute("SELECT key FROM aidb.retrieve_key('p', 'a new document', 1)"
