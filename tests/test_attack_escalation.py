@@ -261,6 +261,35 @@ def test_external_workers_run_by_a_superuser_run_owner_code_as_the_owner(cast, a
                                 session_role=SUPERUSER)
 
 
+# --- another user writing to a table the attacker's pipeline follows ---------------------------
+
+@pytest.mark.parametrize("mode", ["Live", "Disabled"])
+def test_writers_of_a_followed_table_lend_the_pipeline_no_rights(cast, admin, attacker, mode):
+    """The victim lets the attacker follow its table (SELECT, TRIGGER); the
+    victim's own writes then run the attacker's filter and destination code
+    (Live: in the victim's transaction), as the attacker only."""
+    table = f"{cast.victim}.followed_{mode.lower()}"
+    with cast.session(cast.victim) as victim:
+        victim.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, body text)")
+        victim.execute(f"GRANT USAGE ON SCHEMA {cast.victim} TO {cast.attacker}")
+        victim.execute(f"GRANT SELECT, TRIGGER ON {table} TO {cast.attacker}")
+        name = pipeline_name()
+        create_chunk_pipeline(attacker, name, table, auto_processing=mode,
+                              source_filter=f"{cast.attacker}.spy('filter')",
+                              destination=f"{cast.attacker}.{name}_dest")
+        arm_destination(attacker, cast, name)
+        forget(admin, cast)
+        victim.execute(f"INSERT INTO {table} VALUES (1, 'one'), (2, 'two')")
+        victim.execute(f"UPDATE {table} SET body = 'uno' WHERE id = 1")
+        victim.execute(f"DELETE FROM {table} WHERE id = 2")
+    if mode == "Disabled":
+        attacker.execute("SELECT aidb.run_pipeline(%s)", (name,))
+    assert destination_keys(admin, name) == {1}
+    rows = assert_ran_only_as_attacker(admin, cast, {"destination trigger"})
+    if mode == "Live":
+        assert cast.victim in {session for _, _, session, _, _ in rows}
+
+
 # --- another aidb user reading the monitoring view ---------------------------------------------
 
 def test_pipem_never_runs_a_destination_policy_as_the_reader(cast, admin, attacker):

@@ -136,6 +136,8 @@ DIRECT_CALLS = [  # (role, statement, error, message)
      psycopg.errors.InsufficientPrivilege, 'permission denied for pipeline "victims"'),
     ("attacker", "SELECT aidb.clear_pipeline_errors('victims')",
      psycopg.errors.InsufficientPrivilege, 'permission denied for pipeline "victims"'),
+    ("attacker", "SELECT aidb._wake_pipeline({victims}, true)",
+     psycopg.errors.InsufficientPrivilege, "permission denied to wake the worker"),
     ("nobody", "SELECT aidb._install_pipeline_objects({victims})",
      psycopg.errors.InsufficientPrivilege, "permission denied for function"),
     ("nobody", "SELECT aidb._wake_pipeline({victims}, true)",
