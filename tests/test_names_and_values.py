@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import wait_for
+from tests.support.common import wait_for
 from tests.support.generated_sources import (
     KEY_TYPES, Source, assert_destination_matches, create_chunk_pipeline, create_source)
 from tests.support.workers import drained, metrics
@@ -125,6 +125,10 @@ NULL_CALLS = [
     ("SELECT aidb.encode_text_batch(NULL, ARRAY['text'])", "model name must not be NULL"),
     ("SELECT aidb.create_volume(NULL, 'file:///tmp')", "volume name must not be NULL"),
     ("SELECT * FROM aidb.list_volume(NULL)", "volume name must not be NULL"),
+    ("SELECT aidb.delete_volume(NULL)", "volume name must not be NULL"),
+    ("SELECT aidb.delete_model(NULL)", "model name must not be NULL"),
+    ("SELECT aidb.retry_pipeline_errors(NULL)", "pipeline name must not be NULL"),
+    ("SELECT aidb.clear_pipeline_errors(NULL)", "pipeline name must not be NULL"),
 ]
 
 
@@ -134,7 +138,7 @@ def test_null_names_are_refused_by_name(quiet, statement, message):
         quiet.execute(statement)
     error = raised.value.diag.message_primary
     assert message in error, error
-    assert "None" not in error and "internal error" not in error, error
+    assert "None" not in error and "<NULL>" not in error and "internal error" not in error, error
 
 
 def test_a_timeout_out_of_range_is_refused_with_the_range(quiet):

@@ -57,6 +57,9 @@ APPLICATION_ERRORS = {
     "23505",    # unique_violation: a duplicate key
     "54000",    # program_limit_exceeded: a key too large for the source's own index
     "23514",    # check_violation: the domain's CHECK
+    "42701",    # duplicate_column: a migration's new name is taken
+    "42P07",    # duplicate_table
+    "42P06",    # duplicate_schema
 }
 
 
@@ -89,6 +92,8 @@ def operations(pool_size):
         st.tuples(st.just("truncate")),
         st.tuples(st.just("add_column"), identifiers),
         st.tuples(st.just("rename_note"), identifiers),
+        st.tuples(st.just("rename"), st.sampled_from(["key", "data", "flag", "relation", "schema"]),
+                  identifiers),
         st.tuples(st.just("run")),
         st.tuples(st.just("crash_run")),
     )
@@ -112,11 +117,13 @@ class Scenario:
         try:
             with self.conn.transaction():
                 self.conn.execute(statement)
+            return True
         except psycopg.Error as exc:
             event(f"application error {exc.sqlstate}")
             if exc.sqlstate not in APPLICATION_ERRORS:
                 raise AssertionError(f"the application's statement failed: {exc.sqlstate} {exc}\n"
                                      f"{statement.as_string(self.conn)}") from exc
+            return False
 
     def apply(self, operation):
         s = self.source
@@ -127,23 +134,23 @@ class Scenario:
                 sql.SQL("({}, {}, {})").format(*map(sql.Literal, (self.key(index), data, flag)))
                 for index, data, flag in operation[1])
             self.application(sql.SQL("INSERT INTO {} ({}, {}, {}) VALUES ").format(
-                s.base, *map(sql.Identifier, (s.key, s.data, s.flag))) + rows)
+                s.base, *map(sql.Identifier, (s.column("key"), s.column("data"), s.column("flag")))) + rows)
         elif kind == "update_data":
             self.application(sql.SQL("UPDATE {} SET {} = {} WHERE {} = {}").format(
-                s.base, sql.Identifier(s.data), sql.Literal(operation[2]), sql.Identifier(s.key),
+                s.base, sql.Identifier(s.column("data")), sql.Literal(operation[2]), sql.Identifier(s.column("key")),
                 sql.Literal(self.key(operation[1]))))
         elif kind == "update_all":
             change = {"append": sql.SQL("{d} = {d} || ' more'"), "same": sql.SQL("{d} = {d}"),
                       "flag": sql.SQL("{f} = NOT {f}")}[operation[1]].format(
-                d=sql.Identifier(s.data), f=sql.Identifier(s.flag))
+                d=sql.Identifier(s.column("data")), f=sql.Identifier(s.column("flag")))
             self.application(sql.SQL("UPDATE {} SET ").format(s.base) + change)
         elif kind == "update_key":
             self.application(sql.SQL("UPDATE {} SET {} = {} WHERE {} IS NOT DISTINCT FROM {}").format(
-                s.base, sql.Identifier(s.key), sql.Literal(self.key(operation[2])),
-                sql.Identifier(s.key), sql.Literal(self.key(operation[1]))))
+                s.base, sql.Identifier(s.column("key")), sql.Literal(self.key(operation[2])),
+                sql.Identifier(s.column("key")), sql.Literal(self.key(operation[1]))))
         elif kind == "delete":
             self.application(sql.SQL("DELETE FROM {} WHERE {} IS NOT DISTINCT FROM {}").format(
-                s.base, sql.Identifier(s.key), sql.Literal(self.key(operation[1]))))
+                s.base, sql.Identifier(s.column("key")), sql.Literal(self.key(operation[1]))))
         elif kind == "truncate":
             self.application(sql.SQL("TRUNCATE {}").format(s.base))
         elif kind == "add_column":
@@ -161,10 +168,42 @@ class Scenario:
             self.application(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
                 s.base, sql.Identifier(s.note), sql.Identifier(new)))
             s.note = new
+        elif kind == "rename":
+            self.rename(operation[1], operation[2])
         elif kind == "run":
             self.run_and_check()
         elif kind == "crash_run":
             self.crash_run()
+
+    def rename(self, what, new):
+        """A migration renaming the key, data or filter column, the source or
+        its schema: the pipeline follows it (or refuses it, saying so)."""
+        s = self.source
+        if what == "schema":
+            if new.lower().startswith("pg_"):
+                return
+            if self.application(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                    sql.Identifier(s.schema), sql.Identifier(new))):
+                s.schema = new
+            return
+        if what == "relation":
+            if self.application(sql.SQL("ALTER {} {} RENAME TO {}").format(
+                    sql.SQL("VIEW" if s.kind == "view" else "TABLE"), s.read_from,
+                    sql.Identifier(new))):
+                if s.kind != "view":
+                    s.table = new
+                s.relation = new
+            return
+        if new.lower() in ("ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"):
+            return
+        if what == "flag" and s.with_filter:
+            return      # the filter's text names it: test_a_filter_column_rename_is_refused_by_name
+        old = getattr(s, what)
+        if self.application(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+                s.read_from, sql.Identifier(old), sql.Identifier(new))):
+            setattr(s, what, new)
+            if s.kind == "view":        # the base table's column keeps its name
+                s.base_names[what] = old
 
     def run_and_check(self):
         self.runs += 1
@@ -311,3 +350,24 @@ def test_nan_keys_are_processed_and_leave_the_backlog(quiet_conn, connect, key_t
     ops = [("insert", [(0, "a b c", None)]), ("insert", [(1, None, None)]), ("run",),
            ("update_data", 0, "d e"), ("delete", 1), ("run",), ("delete", 0)]
     play(quiet_conn, connect, (source, [nan, 1], ([], ops), 2, "chars", f"nan_{key_type}"))
+
+
+@pytest.mark.xfail(reason="75_schema_changes.sql rebuilds the owner's functions with the old "
+                          "filter text: the ALTER fails with 'column \"flag\" does not exist', "
+                          "naming neither the pipeline nor the filter", strict=False)
+def test_a_filter_column_rename_is_refused_by_name(quiet_conn):
+    """Renaming a column that the source_filter reads: either followed, or
+    refused with an error that names the pipeline and its filter."""
+    quiet_conn.execute("CREATE TABLE rf (id int PRIMARY KEY, body text, flag boolean)")
+    quiet_conn.execute("INSERT INTO rf VALUES (1, 'a b', true), (2, 'c', false)")
+    quiet_conn.execute("SELECT aidb.create_pipeline('prf', 'rf', source_data_column => 'body', "
+                       "source_filter => 'flag IS NOT FALSE', step_1 => 'ChunkText', "
+                       "step_1_options => aidb.chunk_text_config(2))")
+    try:
+        quiet_conn.execute('ALTER TABLE rf RENAME COLUMN flag TO "fl %s"')
+    except psycopg.Error as exc:
+        assert "prf" in exc.diag.message_primary and "filter" in exc.diag.message_primary, \
+            exc.diag.message_primary
+        return
+    quiet_conn.execute("SELECT aidb.run_pipeline('prf')")
+    assert quiet_conn.execute("SELECT count(DISTINCT source_key) FROM prf_embeddings").fetchone()[0] == 1

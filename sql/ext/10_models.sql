@@ -124,6 +124,11 @@ DECLARE
     model_owner regrole;
 BEGIN
     PERFORM aidb._require_aidb_user('delete models');
+    IF delete_model.name IS NULL THEN
+        RAISE EXCEPTION 'the model name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the name of a model (SELECT name FROM aidb.models).';
+    END IF;
     SELECT m.owner INTO model_owner FROM aidb.model_registry m WHERE m.name = delete_model.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model "%" does not exist', delete_model.name

@@ -192,6 +192,11 @@ DECLARE
     p aidb.pipeline_registry;
 BEGIN
     PERFORM aidb._require_aidb_user('manage pipelines');
+    IF pipeline_name IS NULL THEN
+        RAISE EXCEPTION 'the pipeline name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the name of a pipeline (SELECT name FROM aidb.pipelines).';
+    END IF;
     SELECT * INTO p FROM aidb.pipeline_registry r WHERE r.name = pipeline_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pipeline "%" does not exist', pipeline_name

@@ -80,6 +80,11 @@ DECLARE
     volume_owner regrole;
 BEGIN
     PERFORM aidb._require_aidb_user('delete volumes');
+    IF delete_volume.name IS NULL THEN
+        RAISE EXCEPTION 'the volume name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the name of a volume (SELECT name FROM aidb.volumes).';
+    END IF;
     SELECT v.owner INTO volume_owner FROM aidb.volume_registry v WHERE v.name = delete_volume.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'volume "%" does not exist', delete_volume.name

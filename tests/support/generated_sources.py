@@ -175,6 +175,11 @@ class Source:
     key_type: KeyType
     with_filter: bool
     added: list = field(default_factory=list)
+    base_names: dict = field(default_factory=dict)   # a view's columns renamed: the table's names
+
+    def column(self, what):
+        """The base table's name for the key, data or flag column."""
+        return self.base_names.get(what, getattr(self, what))
 
     def ident(self, name):
         return sql.Identifier(self.schema, name)
