@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.fake_vectors import fake_embedding
 from tests.support.pipeline_checks import (
     DIMS, MODEL, SERVER_MODEL, create_docs, create_fake_model, destination_contents)
@@ -315,7 +315,8 @@ def test_an_owner_cannot_lend_another_users_key_to_readers(cluster, dbname, peop
                 retrieve(conn, 1, name="theirs")
             assert requests_sent(model_server) == sent
     finally:
-        cluster.psql(f"SELECT aidb.delete_pipeline('theirs'); DROP SCHEMA {other} CASCADE; "
+        cluster.psql(f"SELECT aidb.delete_pipeline(name) FROM aidb.pipelines WHERE name = 'theirs'; "
+                     f"DROP SCHEMA {other} CASCADE; "
                      f"DROP OWNED BY {other}", dbname=dbname)
         cluster.psql(f"DROP ROLE {other}")
 
