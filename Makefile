@@ -28,6 +28,9 @@ EXT_PARTS   = $(sort $(wildcard sql/ext/*.sql))
 # upgrade script is built from a hand-written pre-step, the install parts
 # without their table sections (sql/upgrade/code-only.awk, which fails on an
 # unmarked CREATE TABLE) and a post-step: sql/upgrade/<from>--<to>-{pre,post}.sql.
+# Starting the next version: copy this release's aidb--X.sql and
+# aidb--W--X.sql as built into sql/versions/, bump aidb.control and
+# python/aidb/__init__.py, and set UPGRADES to aidb--X--$(EXTVERSION).sql.
 DATA        = $(wildcard sql/versions/aidb--*.sql)
 UPGRADES    = aidb--0.1.0--$(EXTVERSION).sql
 

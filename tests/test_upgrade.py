@@ -586,3 +586,18 @@ def test_update_refuses_while_user_objects_use_aidb_and_blocks_pipelines_it_cann
         assert user.execute("SELECT count(*) FROM pg_class WHERE relname ~ %s",
                             (r"^_(backlog|state)_\d+$",)).fetchone()[0] == 2
     admin.close()
+
+
+def test_the_release_number_agrees_everywhere():
+    """The engine refuses SQL of another version (python/aidb/version_check.py):
+    aidb.control, the engine and its package must name the same release, and
+    the upgrade script leads to it."""
+    control = open(os.path.join(ROOT, "aidb.control")).read()
+    engine = open(os.path.join(ROOT, "python", "aidb", "__init__.py")).read()
+    package = open(os.path.join(ROOT, "python", "pyproject.toml")).read()
+    assert re.search(r"^default_version = '([^']+)'", control, re.M).group(1) == CURRENT
+    assert re.search(r'^__version__ = "([^"]+)"', engine, re.M).group(1) == CURRENT
+    assert re.search(r'^version = "([^"]+)"', package, re.M).group(1) == CURRENT
+    for step in ("pre", "post"):
+        assert os.path.exists(os.path.join(ROOT, "sql", "upgrade", f"{PREVIOUS}--{CURRENT}-{step}.sql"))
+    assert os.path.exists(os.path.join(ROOT, "sql", "versions", f"aidb--{PREVIOUS}.sql"))
