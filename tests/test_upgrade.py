@@ -28,7 +28,8 @@ from psycopg import sql
 from tests.support.common import ROOT, TEST_API_KEY, scratch_database, wait_for
 from tests.support.fake_vectors import fake_embedding
 from tests.support.pipeline_checks import (
-    DIMS, MODEL, SERVER_MODEL, assert_consistent, create_fake_model, destination_contents, metrics, pending,
+    DIMS, MODEL, SERVER_MODEL, assert_consistent, create_fake_model, destination_contents, metrics,
+    pending,
     pipeline_errors)
 from tests.support.workers import running_worker
 
@@ -254,7 +255,8 @@ def test_update_from_previous_release_keeps_pipelines_working(
     old.execute("INSERT INTO docs SELECT g, 'document ' || g || ' about topic ' || g % 4 "
                 "FROM generate_series(1, 20) g")
     old.execute("CREATE TABLE notes (id bigint PRIMARY KEY, body text, published boolean)")
-    old.execute("INSERT INTO notes SELECT g, 'note ' || g, g % 3 <> 0 FROM generate_series(1, 12) g")
+    old.execute("INSERT INTO notes SELECT g, 'note ' || g, g % 3 <> 0 "
+                "FROM generate_series(1, 12) g")
     # Rows go in before the pipelines: 0.1.0's backlogs belong to the owner, and
     # this library's C capture writes only into backlogs that a superuser owns.
     old.execute(f"""SELECT aidb.create_pipeline('p', 'docs', 'id', 'body',
@@ -262,7 +264,8 @@ def test_update_from_previous_release_keeps_pipelines_working(
         batch_size => 6)""")
     old.execute(f"""SELECT aidb.create_pipeline('pf', 'notes', 'id', 'body',
         step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(100),
-        step_2 => 'KnowledgeBase', step_2_options => aidb.knowledge_base_config('{MODEL}', distance_operator => 'Cosine'),
+        step_2 => 'KnowledgeBase',
+        step_2_options => aidb.knowledge_base_config('{MODEL}', distance_operator => 'Cosine'),
         source_filter => 'published', batch_size => 5)""")
     # A view source (reconciled by content hash) and a volume source.
     old.execute("CREATE VIEW docs_v AS SELECT id, body FROM docs WHERE id <= 10")
@@ -402,7 +405,8 @@ def test_update_from_previous_release_keeps_pipelines_working(
     # A background worker takes p over and drains what comes.
     user.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Background')")
     wait_for(lambda: running_worker(user, "p"), timeout=DRAIN_TIMEOUT, message="p's worker")
-    user.execute("INSERT INTO docs SELECT g, 'late document ' || g FROM generate_series(300, 340) g")
+    user.execute("INSERT INTO docs SELECT g, 'late document ' || g "
+                 "FROM generate_series(300, 340) g")
     wait_for(lambda: pending(user, "p") == 0 and metrics(user, "p")["Status"] == "UpToDate",
              timeout=DRAIN_TIMEOUT, message="the worker to drain p")
     assert assert_consistent(user, "p") == 19 + 2 - 2 + 41
@@ -429,7 +433,7 @@ def test_previous_release_sql_refuses_the_new_engine_and_its_worker_backs_off(
     old.execute(f"""SELECT aidb.create_pipeline('bg', 'docs', 'id', 'body',
         step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'),
         auto_processing => 'Background', background_sync_interval => '1 second')""")
-    pipeline_id = old.execute("SELECT id FROM aidb.pipeline_registry WHERE name = 'bg'").fetchone()[0]
+    pipeline_id, = old.execute("SELECT id FROM aidb.pipeline_registry WHERE name = 'bg'").fetchone()
     old.close()
 
     # A new session runs the new engine: every entry point refuses, saying why.
@@ -510,8 +514,9 @@ def test_every_table_of_the_install_script_is_in_the_upgrade():
     steps = "".join(open(os.path.join(ROOT, "sql", "upgrade", f"{PREVIOUS}--{CURRENT}-{step}.sql"))
                     .read() for step in ("pre", "post"))
     missing = set(TABLE.findall(install)) - set(TABLE.findall(previous)) - set(TABLE.findall(steps))
-    assert not missing, (f"tables new since {PREVIOUS} that sql/upgrade/{PREVIOUS}--{CURRENT}-*.sql "
-                         f"does not create: {sorted(missing)}")
+    assert not missing, (f"tables new since {PREVIOUS} that "
+                         f"sql/upgrade/{PREVIOUS}--{CURRENT}-*.sql does not create: "
+                         f"{sorted(missing)}")
 
 
 @pytest.mark.parametrize("part, complaint", [
@@ -567,9 +572,9 @@ def test_update_refuses_while_user_objects_use_aidb_and_blocks_pipelines_it_cann
     admin.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary)))
     admin.execute("ALTER EXTENSION aidb UPDATE")
     assert extension_version(admin) == CURRENT
-    assert [m for s, m in notices if s == "WARNING"] == [
-        m for s, m in notices if s == "WARNING" and 'aidb pipeline "doomed" could not be rebuilt' in m]
-    assert any('aidb pipeline "doomed" could not be rebuilt' in m for s, m in notices), notices
+    warnings = [m for severity, m in notices if severity == "WARNING"]
+    assert len(warnings) == 1 and 'aidb pipeline "doomed" could not be rebuilt' in warnings[0], \
+        notices
     # The pipeline whose source is gone is blocked, saying why; the other is fine.
     errors = pipeline_errors(admin, "doomed")
     assert [(key, category) for key, category, _ in errors] == [(None, "PipelinePermanent")]
@@ -599,5 +604,6 @@ def test_the_release_number_agrees_everywhere():
     assert re.search(r'^__version__ = "([^"]+)"', engine, re.M).group(1) == CURRENT
     assert re.search(r'^version = "([^"]+)"', package, re.M).group(1) == CURRENT
     for step in ("pre", "post"):
-        assert os.path.exists(os.path.join(ROOT, "sql", "upgrade", f"{PREVIOUS}--{CURRENT}-{step}.sql"))
+        assert os.path.exists(os.path.join(ROOT, "sql", "upgrade",
+                                           f"{PREVIOUS}--{CURRENT}-{step}.sql"))
     assert os.path.exists(os.path.join(ROOT, "sql", "versions", f"aidb--{PREVIOUS}.sql"))

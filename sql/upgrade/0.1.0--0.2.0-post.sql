@@ -27,7 +27,8 @@ BEGIN
     FOR p IN SELECT * FROM aidb.pipeline_registry r ORDER BY r.id LOOP
         BEGIN
             FOR object IN
-                SELECT pg_catalog.format('ALTER EXTENSION aidb ADD TABLE %s', c.oid::pg_catalog.regclass) AS statement
+                SELECT pg_catalog.format('ALTER EXTENSION aidb ADD TABLE %s',
+                                         c.oid::pg_catalog.regclass) AS statement
                 FROM pg_catalog.pg_class c
                 WHERE c.relnamespace = 'aidb'::pg_catalog.regnamespace AND c.relkind = 'r'
                   AND c.relname IN ('_backlog_' || p.id, '_state_' || p.id)
@@ -35,7 +36,8 @@ BEGIN
                                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
                                     AND d.objid = c.oid AND d.deptype = 'e')
                 UNION ALL
-                SELECT pg_catalog.format('ALTER EXTENSION aidb ADD FUNCTION %s', f.oid::pg_catalog.regprocedure)
+                SELECT pg_catalog.format('ALTER EXTENSION aidb ADD FUNCTION %s',
+                                         f.oid::pg_catalog.regprocedure)
                 FROM pg_catalog.pg_proc f
                 WHERE f.pronamespace = 'aidb'::pg_catalog.regnamespace
                   AND f.proname ~ ('^_[a-z_]+_' || p.id || '$')
@@ -67,20 +69,22 @@ BEGIN
                 WHERE f.pronamespace = 'aidb'::pg_catalog.regnamespace
                   AND f.proname ~ ('^_[a-z_]+_' || p.id || '$')
             LOOP
-                EXECUTE pg_catalog.format('ALTER EXTENSION aidb DROP %s %s', object.kind, object.name);
+                EXECUTE pg_catalog.format('ALTER EXTENSION aidb DROP %s %s',
+                                          object.kind, object.name);
                 PERFORM aidb._depend_on_extension(object.classid, object.oid);
             END LOOP;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
-            RAISE WARNING 'aidb pipeline "%" could not be rebuilt by the update: %', p.name, problem
+            RAISE WARNING 'aidb pipeline "%" could not be rebuilt by the update: %',
+                p.name, problem
                 USING HINT = pg_catalog.format('It is blocked until fixed; see SELECT * FROM '
                                                'aidb.pipeline_errors WHERE pipeline = %L.', p.name);
-            INSERT INTO aidb.pipeline_error_log AS e (pipeline_id, source_key, step, category, message)
-            VALUES (p.id, NULL, 'upgrade', 'PipelinePermanent',
-                    pg_catalog.format('ALTER EXTENSION aidb UPDATE could not rebuild this pipeline''s '
-                                      'objects: %s; fix the cause and run aidb.retry_pipeline_errors(%L), '
-                                      'or delete the pipeline with aidb.delete_pipeline(%L)',
-                                      problem, p.name, p.name))
+            INSERT INTO aidb.pipeline_error_log AS e
+                (pipeline_id, source_key, step, category, message)
+            VALUES (p.id, NULL, 'upgrade', 'PipelinePermanent', pg_catalog.format(
+                'ALTER EXTENSION aidb UPDATE could not rebuild this pipeline''s objects: %s; '
+                'fix the cause and run aidb.retry_pipeline_errors(%L), or delete the pipeline '
+                'with aidb.delete_pipeline(%L)', problem, p.name, p.name))
             ON CONFLICT (pipeline_id, category) WHERE source_key IS NULL DO UPDATE
             SET step = EXCLUDED.step, message = EXCLUDED.message,
                 attempts = e.attempts + 1, last_attempt = pg_catalog.now();

@@ -35,7 +35,8 @@ BEGIN
         SELECT m.classid, m.objid FROM members m
         WHERE m.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
            OR (m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-               AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = m.objid) IN ('v', 'm'))
+               AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = m.objid)
+                   IN ('v', 'm'))
     ), dependents AS (
         SELECT DISTINCT d.classid, d.objid, d.refclassid, d.refobjid,
                -- the relation or function a dependent object is part of
@@ -63,12 +64,14 @@ BEGIN
     INTO blockers
     FROM dependents o
     WHERE NOT EXISTS (SELECT FROM members m WHERE m.classid = o.classid AND m.objid = o.objid)
-      AND NOT EXISTS (SELECT FROM members m WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                                              AND m.objid = o.relation)
+      AND NOT EXISTS (SELECT FROM members m
+                      WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                        AND m.objid = o.relation)
       AND NOT EXISTS (SELECT FROM pg_catalog.pg_class c
                       WHERE c.oid = o.relation AND c.relnamespace = 'aidb'::pg_catalog.regnamespace)
       AND NOT EXISTS (SELECT FROM pg_catalog.pg_proc f
-                      WHERE o.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND f.oid = o.objid
+                      WHERE o.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                        AND f.oid = o.objid
                         AND f.pronamespace = 'aidb'::pg_catalog.regnamespace)
       AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t
                       JOIN pg_catalog.pg_proc f ON f.oid = t.tgfoid
@@ -77,7 +80,8 @@ BEGIN
                         AND f.pronamespace = 'aidb'::pg_catalog.regnamespace
                         AND t.tgname ~ '^aidb_[0-9]+_(insert|update|delete|truncate)$');
     IF blockers IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot update extension aidb: objects outside aidb use its functions or views'
+        RAISE EXCEPTION 'cannot update extension aidb: objects outside aidb use its functions '
+                        'or views'
             USING ERRCODE = 'dependent_objects_still_exist',
                   DETAIL = blockers,
                   HINT = 'The update replaces every aidb function and view. Drop these objects '

@@ -39,8 +39,8 @@ FNR == 1 && NR > 1 && skipping { fail("previous part ends inside an upgrade skip
 skipping { next }
 
 # Only statements at the start of a line: function bodies indent theirs.
-/^(CREATE (UNLOGGED |TEMP |TEMPORARY )?TABLE|CREATE (UNIQUE )?INDEX|CREATE SEQUENCE|CREATE TYPE|INSERT INTO|COPY )/ ||
-/^[ \t]*CREATE ROLE/ {
+/^CREATE (UNLOGGED |TEMP |TEMPORARY )?TABLE/ || /^CREATE (UNIQUE )?INDEX/ ||
+/^CREATE (SEQUENCE|TYPE)/ || /^(INSERT INTO|COPY) / || /^[ \t]*CREATE ROLE/ {
     fail("outside '-- upgrade: skip begin/end': " $0 \
          " (an upgrade must not run this over an existing database; mark it, and " \
          "write what the upgrade needs in sql/upgrade/)")
