@@ -13,7 +13,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.pipeline_checks import create_docs, create_fake_model, create_pipeline
 from tests.support.workers import running_worker
 
@@ -59,7 +59,7 @@ DECIDED = {
         "_build_pipeline_objects", "_create_bookkeeping", "_define_owner_function",
         "_source_sql", "_create_source_functions", "_create_destination_function",
         "_capture_body", "_capture_enqueue", "_create_capture_triggers",
-        "_drop_pipeline_objects_unchecked")},
+        "_drop_pipeline_objects_unchecked", "_built_names_changed", "_partition_lacks_capture")},
 }
 
 # Every role holding EXECUTE on each function of the extension, its owner aside.

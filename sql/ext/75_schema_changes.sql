@@ -46,6 +46,7 @@ DECLARE
     noted jsonb := coalesce(nullif(current_setting('aidb_ddl.source_columns', true), ''), '{}');
     touched oid[];
     p aidb.pipeline_registry;
+    renamed aidb.pipeline_registry;
 BEGIN
     IF to_regclass('aidb.pipeline_registry') IS NULL THEN
         RETURN;
@@ -61,11 +62,50 @@ BEGIN
                       JOIN pg_partition_ancestors(t) a ON a.relid = r.source AND t <> r.source)
         ORDER BY r.id
     LOOP
-        p := aidb._follow_renamed_columns(p, noted -> p.id::text);
-        PERFORM aidb._check_key_type_unchanged(p);
-        PERFORM aidb._build_pipeline_objects(p);
+        renamed := aidb._follow_renamed_columns(p, noted -> p.id::text);
+        PERFORM aidb._check_key_type_unchanged(renamed);
+        -- Only what a change calls for: rebuilding on every ALTER TABLE would
+        -- re-enable capture triggers a table owner disabled, and would race
+        -- pg_restore, which creates the same triggers itself a moment later.
+        IF renamed IS DISTINCT FROM p OR aidb._built_names_changed(p) THEN
+            PERFORM aidb._build_pipeline_objects(renamed);
+        ELSIF aidb._partition_lacks_capture(p) THEN
+            PERFORM aidb._create_capture_triggers(p);
+        END IF;
     END LOOP;
 END
+$$;
+
+-- Whether the source or destination is no longer called what the owner's
+-- functions were built with (a renamed table or schema).
+CREATE FUNCTION aidb._built_names_changed(p aidb.pipeline_registry) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT NOT EXISTS (SELECT FROM pg_proc f
+                       WHERE f.pronamespace = 'aidb'::regnamespace
+                         AND f.proname = '_destination_' || p.id
+                         AND position(p.destination::text IN f.prosrc) > 0)
+        OR (p.source_kind <> 'volume'
+            AND NOT EXISTS (SELECT FROM pg_proc f
+                            WHERE f.pronamespace = 'aidb'::regnamespace
+                              AND f.proname = '_source_' || p.id
+                              AND position((aidb._source_sql(p)).source IN f.prosrc) > 0))
+$$;
+
+-- Whether a partition of a captured table source lacks the capture triggers
+-- (created or attached after the pipeline).
+CREATE FUNCTION aidb._partition_lacks_capture(p aidb.pipeline_registry) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT p.source_kind = 'table'
+       AND EXISTS (SELECT FROM pg_trigger t
+                   WHERE t.tgrelid = p.source AND t.tgname = 'aidb_' || p.id || '_insert')
+       AND EXISTS (SELECT FROM pg_partition_tree(p.source) part
+                   WHERE NOT EXISTS (SELECT FROM pg_trigger t
+                                     WHERE t.tgrelid = part.relid
+                                       AND t.tgname = 'aidb_' || p.id || '_insert'))
 $$;
 
 -- The pipeline with its key and data column names as they are now, updated
