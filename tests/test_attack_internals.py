@@ -10,6 +10,7 @@ nothing; the victim's worker is the same process afterwards and the
 postmaster never restarts.
 """
 
+import asyncio
 import os
 
 import psycopg
@@ -18,6 +19,9 @@ from psycopg import sql
 
 from conftest import wait_for
 from tests.support.attack import scratch_database, SUPERUSER, drop_roles, make_cast
+from tests.support.pipeline_checks import MODEL  # noqa: F401 — puts python/ first on sys.path
+
+import aidb  # noqa: E402
 
 pytestmark = pytest.mark.security
 
@@ -181,6 +185,19 @@ def test_forged_registry_writes_do_not_reach_other_users_pipelines(cast, admin):
     assert admin.execute("SELECT message FROM aidb.pipeline_error_log WHERE pipeline_id = %s",
                          (victims,)).fetchall() == [("the victim's",)]
     admin.execute("DELETE FROM aidb.pipeline_error_log WHERE pipeline_id = %s", (victims,))
+
+
+def test_an_external_worker_run_by_another_user_serves_nothing_of_the_victims(cast, admin):
+    """aidb.Worker connected as the attacker, asked for the victim's
+    pipeline: it refuses (a non-zero status) and changes nothing."""
+    with cast.session(cast.victim) as victim:
+        victim.execute(sql.SQL("INSERT INTO {}.src VALUES (1000, 'queued')")
+                       .format(sql.Identifier(cast.victim)))
+    before = snapshot(admin, "victims")
+    worker = aidb.Worker(cast.dsn(cast.attacker), pipelines=["victims"], once=True)
+    status = asyncio.run(worker.run())
+    assert status != 0
+    assert snapshot(admin, "victims")[:3] == before[:3]
 
 
 # --- aidb's tables of the attacker's own pipeline ------------------------------------------
