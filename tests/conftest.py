@@ -5,26 +5,21 @@ Nothing here is mocked: the cluster runs the installed extension and its
 background workers, and the model server speaks the OpenAI wire format.
 """
 
-import contextlib
 import os
 import subprocess
 import sys
-import uuid
 
 import psycopg
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-sys.path.insert(0, ROOT)
-
-from pgcluster import PG_BIN, throwaway_cluster  # noqa: E402
-from tests.support.model_server import ModelServerControl  # noqa: E402
-from tests.support.polling import wait_for  # noqa: E402,F401 — tests import it from here
-
-TEST_API_KEY = "sk-test-key-0123456789abcdef"
-
-
+# pytest.ini's pythonpath puts python/ (the engine), the repository root
+# (tests.support) and scripts/ (pgcluster) on sys.path.
+from pgcluster import PG_BIN, throwaway_cluster
+from tests.support.common import ROOT, TEST_API_KEY, scratch_database
+from tests.support.model_server import ModelServerControl
+from tests.support.pipeline_checks import MODEL, create_fake_model
+from tests.support.polling import wait_for
+from tests.support.workers import set_model_config
 def pytest_report_header():
     """Which server the session tests (scripts/test.sh runs several majors;
     PG_CONFIG or AIDB_PG_BIN picks one, see scripts/pgcluster.py)."""
@@ -41,17 +36,6 @@ def cluster():
     pg.psql("CREATE EXTENSION aidb CASCADE", dbname="aidb_template")
     yield pg
     pg.destroy()
-
-
-@contextlib.contextmanager
-def scratch_database(cluster, prefix, template=None):
-    """A new database (a copy of `template`) for the block, dropped afterwards."""
-    name = prefix + uuid.uuid4().hex[:12]
-    cluster.psql(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
-    try:
-        yield name
-    finally:
-        cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -110,3 +94,17 @@ def model_server(model_server_process):
     control.url = model_server_process
     yield control
     control.reset()
+
+
+@pytest.fixture
+def fake_model(request, conn, model_server):
+    """The test server's model as MODEL in the test's database (two quick
+    retries, 5 s timeout: create_fake_model); returns the server's control
+    handle. A test, class or module marked `model_settings(...)` gets those
+    settings merged in, e.g. `model_settings(max_retries=1, timeout=2)` so
+    that a failing batch ends within seconds and a worker backs off."""
+    create_fake_model(conn, model_server.url, TEST_API_KEY)
+    marker = request.node.get_closest_marker("model_settings")
+    if marker:
+        set_model_config(conn, MODEL, **marker.kwargs)
+    return model_server

@@ -14,7 +14,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY
+from tests.support.common import TEST_API_KEY
 from tests.support.pipeline_checks import create_fake_model, create_pipeline
 
 TYPE_CHANGED = "the key column's type changed"

@@ -1,16 +1,12 @@
 """Unit tests for the ChunkText pipeline step (no database needed)."""
 
-import os
 import random
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-
-from aidb.errors import InvalidInput  # noqa: E402
-from aidb.pipeline.steps.chunk_text import ChunkText, chunk_text, validate_options  # noqa: E402
+from aidb.errors import InvalidInput
+from aidb.pipeline.steps.chunk_text import ChunkText, chunk_text, validate_options
 
 
 def chars(desired, maximum=None, overlap=None):

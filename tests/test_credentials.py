@@ -27,13 +27,13 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from psycopg.types.json import Jsonb
 
-from conftest import TEST_API_KEY, scratch_database
+from tests.support.common import TEST_API_KEY, scratch_database
 from pgcluster import throwaway_cluster
 from tests.support.pipeline_checks import (
     SERVER_MODEL, create_docs, create_fake_model, create_pipeline, insert_docs, metrics,
     pipeline_errors)
 
-from aidb.errors import ModelError, PIPELINE_PERMANENT  # python/ is on sys.path (pipeline_checks)
+from aidb.errors import ModelError, PIPELINE_PERMANENT
 from aidb.models.config import resolve_api_key, unsendable_key
 from aidb.redact import MASK, Redactor
 

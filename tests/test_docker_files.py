@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, wait_for
 from pgcluster import free_port, throwaway_cluster
-from test_external_worker import run_cli
+from tests.support.common import ROOT, wait_for
+from tests.support.external_worker import run_cli
 
 REPO = Path(ROOT)
 DB_DOCKERFILE = REPO / "Dockerfile"

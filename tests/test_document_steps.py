@@ -5,27 +5,23 @@ test model server. One test goes through SQL: the option builders and the
 provider registered in the installed extension.
 """
 
-import os
 import re
-import sys
 
 import pytest
 from psycopg.types.json import Jsonb
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+from tests.support.common import TEST_API_KEY
+from tests.support.documents import make_html, make_pdf, make_text_png
+from tests.support.fake_vectors import fake_completion
 
-from conftest import TEST_API_KEY  # noqa: E402
-from tests.support.documents import make_html, make_pdf, make_text_png  # noqa: E402
-from tests.support.fake_vectors import fake_completion  # noqa: E402
-
-from aidb.errors import (AidbError, InvalidInput, ModelError, PIPELINE_PERMANENT,  # noqa: E402
+from aidb.errors import (AidbError, InvalidInput, ModelError, PIPELINE_PERMANENT,
                          RECORD_PERMANENT, RECORD_TEMPORARY)
-from aidb.models import provider_class  # noqa: E402
-from aidb.pipeline.steps.errors import RecordError  # noqa: E402
-from aidb.pipeline.steps.parse_html import ParseHtml  # noqa: E402
-from aidb.pipeline.steps.parse_pdf import ParsePdf  # noqa: E402
-from aidb.pipeline.steps.perform_ocr import PerformOcr  # noqa: E402
-from aidb.pipeline.steps.summarize_text import SummarizeText, system_message  # noqa: E402
+from aidb.models import provider_class
+from aidb.pipeline.steps.errors import RecordError
+from aidb.pipeline.steps.parse_html import ParseHtml
+from aidb.pipeline.steps.parse_pdf import ParsePdf
+from aidb.pipeline.steps.perform_ocr import PerformOcr
+from aidb.pipeline.steps.summarize_text import SummarizeText, system_message
 
 CHAT_PATH = "/v1/chat/completions"
 LONG_TEXT = ("Tesseract reads printed text from images while pypdf extracts the text layer "

@@ -15,7 +15,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.pipeline_checks import create_docs, create_fake_model, create_pipeline
 from tests.support.workers import running_worker
 

@@ -8,12 +8,12 @@ import subprocess
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY, scratch_database
 from pgcluster import PG_BIN
-from test_pipelines import numbered_docs
+from tests.support.common import TEST_API_KEY, scratch_database
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
     metrics, pending, run_pipeline)
+from tests.support.writers import numbered_docs
 
 
 def pg_tool(cluster, program, *args, stdin=None):

@@ -13,30 +13,30 @@ import os
 import pty
 import re
 import select
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import TEST_API_KEY, wait_for
+import aidb
 from pgcluster import free_port
-from test_pipelines import RandomWriter, destination_keys, numbered_docs
-from test_workers import (  # noqa: F401 — fake_model is a fixture
-    background_pipeline, destination_count, fake_model, wait_drained)
+from tests.support.background import background_pipeline, destination_count, wait_drained
+from tests.support.common import TEST_API_KEY, wait_for
+from tests.support.external_worker import (
+    AIDB, CLI_TIMEOUT, cli_env, run_cli, run_worker_during, start_cli, stop_cli)
 from tests.support.pipeline_checks import (
-    MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
-    metrics, pending, pipeline_errors)
+    MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, destination_keys,
+    insert_docs, metrics, pending, pipeline_errors)
 from tests.support.workers import running_worker, set_model_config
+from tests.support.writers import RandomWriter, numbered_docs, write_while_workers_keep_up
 
-import aidb  # after pipeline_checks, which puts python/ first on sys.path
+# The fake model gives up fast: a failing batch ends within seconds.
+pytestmark = pytest.mark.model_settings(max_retries=1, timeout=2)
 
-AIDB = os.path.join(os.path.dirname(sys.executable), "aidb")   # the venv's console script
-CLI_TIMEOUT = 60
 PASSWORD = "Sw0rdfish-never-in-logs"
 
 
@@ -73,36 +73,6 @@ def background_workers(cluster):
     set_background_workers(cluster, False)
 
 
-def cli_env(extra=None):
-    """This environment without AIDB_WORKER_* settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIDB_WORKER_")}
-    return {**env, **(extra or {})}
-
-
-def run_cli(*args, cwd, env=None):
-    """`aidb worker ARGS` to completion, in `cwd` (where a .env would be read)."""
-    return subprocess.run([AIDB, "worker", *args], cwd=cwd, env=cli_env(env),
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
-
-
-def start_cli(*args, cwd):
-    """`aidb worker ARGS` in the background, its stderr in a file (a pipe
-    that nobody reads while it runs could fill up and block it)."""
-    stderr_path = cwd / "worker-stderr.log"
-    with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen([AIDB, "worker", *args], cwd=cwd, env=cli_env(),
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
-    process.stderr_path = stderr_path
-    return process
-
-
-def stop_cli(process):
-    """SIGTERM (a graceful shutdown); returns (exit status, stderr)."""
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=CLI_TIMEOUT)
-    return process.returncode, process.stderr_path.read_text()
-
-
 def external_workers(conn):
     """[(state, keys_processed)] of the external workers in aidb.workers."""
     return conn.execute("SELECT state, keys_processed FROM aidb.workers "
@@ -113,17 +83,6 @@ def one_line(stderr):
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
     return lines[0]
-
-
-async def run_worker_during(worker, action):
-    """worker.run() while `action` runs in a thread; then a graceful shutdown.
-    Returns (run's exit status, what `action` returned)."""
-    run = asyncio.create_task(worker.run())
-    try:
-        result = await asyncio.to_thread(action)
-    finally:
-        await worker.request_graceful_shutdown()
-    return await asyncio.wait_for(run, timeout=CLI_TIMEOUT), result
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -160,9 +119,10 @@ def test_once_drains_the_backlog_and_exits_zero(cluster, dbname, conn, fake_mode
     assert status == 0 and "Traceback" not in output, output
     assert pending(conn) == 0 and assert_consistent(conn) == 60
     assert external_workers(conn) == [("stopped", 60)]
-    # On a terminal: a progress bar per pipeline, redrawn after each batch.
-    final = output.rsplit("\x1b[J", 1)[-1]          # the last redraw
-    bar = r"^p +\[[#█]{40}\] 100% 60/60 keys +\d+ keys/s\r?$"
+    # On a terminal: a progress bar per pipeline (rich's), redrawn after each
+    # batch; the last drawing, less its colours, shows the final counts.
+    final = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.rsplit("\x1b[2K", 1)[-1])
+    bar = r"^p +[━-]{40} +100% 60/60 keys +\d+ keys/s"
     assert re.search(bar, final, re.MULTILINE), output
     assert "processed=" not in output               # batches show as bars, not log lines
 
@@ -259,14 +219,16 @@ def test_poll_interval_takes_durations(cluster, dbname, conn, fake_model, tmp_pa
 
 
 def read_metrics(port):
-    """{(metric, pipeline): value} from the worker's /metrics (empty until it listens)."""
+    """{(metric, pipeline or None): value} from the worker's /metrics (empty
+    until it listens)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = response.read().decode()
     except OSError:
         return {}
-    samples = re.findall(r'^(\w+)\{pipeline="([^"]*)"\} (\d+)$', text, re.MULTILINE)
-    return {(metric, pipeline): int(value) for metric, pipeline, value in samples}
+    return {(sample.name, sample.labels.get("pipeline")): int(sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples}
 
 
 def metrics_showing(port, metric, value, pipeline="p"):
@@ -290,6 +252,9 @@ def test_metrics_port_serves_per_pipeline_counters(cluster, dbname, conn, fake_m
     assert samples[("aidb_worker_batches_total", "p")] >= 4
     assert samples[("aidb_worker_errors_total", "p")] == 0
     assert samples[("aidb_worker_pending_keys", "p")] == 0
+    # The process metrics every exporter has.
+    assert samples[("process_resident_memory_bytes", None)] > 0
+    assert ("process_cpu_seconds_total", None) in samples
     assert external_workers(conn) == [("stopped", 40)]
     assert assert_consistent(conn) == 40
 
@@ -346,21 +311,6 @@ def test_worker_reconnects_when_its_connections_are_terminated(cluster, dbname, 
 
 
 # --- several workers on one pipeline -------------------------------------------------------------
-
-WRITES = 400
-WRITES_PER_ROUND = 40
-
-
-def write_while_workers_keep_up(writer, pipelines=("p",)):
-    """WRITES random changes on docs by `writer` (a RandomWriter on its own
-    connection), in rounds: after each, wait until the workers have caught
-    up on every pipeline, so that processing and writing overlap throughout."""
-    for done in range(1, WRITES + 1):
-        writer.step()
-        if done % WRITES_PER_ROUND == 0:
-            wait_for(lambda: all(pending(writer.conn, name) <= 5 for name in pipelines),
-                     message="the workers to catch up")
-
 
 @pytest.mark.smoke
 def test_two_external_workers_and_a_background_worker_share_a_pipeline(

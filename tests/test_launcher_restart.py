@@ -20,7 +20,7 @@ import signal
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.pipeline_checks import (
     create_docs, create_fake_model, create_pipeline, insert_docs, metrics)
 from tests.support.workers import BACKEND_TYPE, connection_lost, running_worker

@@ -21,11 +21,8 @@ import openai
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR.parent) not in sys.path:  # import as tests.support, like conftest.py
-    sys.path.insert(0, str(TESTS_DIR.parent))
-
-from tests.support.fake_vectors import fake_completion, fake_embedding, token_count  # noqa: E402
-from tests.support.model_server import ModelServer, ModelServerControl  # noqa: E402
+from tests.support.fake_vectors import fake_completion, fake_embedding, token_count
+from tests.support.model_server import ModelServer, ModelServerControl
 
 SERVER_SCRIPT = TESTS_DIR / "support" / "model_server.py"
 KEY = "test-key"

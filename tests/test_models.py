@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import TEST_API_KEY, scratch_database, wait_for
+from tests.support.common import TEST_API_KEY, error_text, scratch_database, sql_error, wait_for
 from pgcluster import throwaway_cluster
 from tests.support.fake_vectors import fake_embedding
 
@@ -74,22 +74,8 @@ def assert_fake_vectors(vectors, texts, dims=DIMS, model=MODEL):
         assert vector == pytest.approx(fake_embedding(text, dims, model), abs=1e-6)
 
 
-def sql_error(conn, sql, params=()):
-    """The error that `sql` must raise."""
-    with pytest.raises(psycopg.Error) as info:
-        conn.execute(sql, params)
-    return info.value
-
-
 def encode_error(conn, model, text="hello"):
     return sql_error(conn, "SELECT aidb.encode_text(%s, %s)", (model, text))
-
-
-def error_text(error):
-    """Everything a client is shown of an error: message, detail, hint, context."""
-    diag = error.diag
-    parts = (diag.message_primary, diag.message_detail, diag.message_hint, diag.context)
-    return "\n".join(part for part in parts if part)
 
 
 def answers(server):

@@ -13,38 +13,15 @@ import threading
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY, wait_for
-from tests.support.workers import connection_lost
+import aidb
+from tests.support.background import wait_for_cluster
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline,
-    destination_contents, insert_docs, metrics, pending, pipeline_errors, run_pipeline)
-
-import aidb  # noqa: E402 — after pipeline_checks, which puts python/ first on sys.path
-
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima "
-         "mike november oscar papa quebec romeo sierra tango uniform victor").split()
-
-
-def random_body(rng):
-    """A few sentences of random words (long enough for several chunks)."""
-    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 9))) + "."
-                 for _ in range(rng.randint(1, 4))]
-    return " ".join(sentences).capitalize()
-
-
-def numbered_docs(ids, prefix="document"):
-    return [(i, f"{prefix} {i} about {WORDS[i % len(WORDS)]}") for i in ids]
-
-
-@pytest.fixture
-def fake_model(conn, model_server):
-    create_fake_model(conn, model_server.url, TEST_API_KEY)
-    return model_server
-
-
-def destination_keys(conn):
-    return {key for key, _ in destination_contents(conn)}
-
+    destination_contents, destination_keys, insert_docs, metrics, pending, pipeline_errors,
+    run_pipeline)
+from tests.support.workers import connection_lost
+from tests.support.writers import RandomWriter, numbered_docs, random_body
 
 def run_collecting_warnings(conn, name="p"):
     """run_pipeline; returns the texts of the WARNINGs it raised."""
@@ -59,63 +36,6 @@ def run_collecting_warnings(conn, name="p"):
 
 OPERATIONS = 300
 TRUNCATE_AT = (110, 230)   # operations of the random stream that are TRUNCATEs
-
-
-class RandomWriter:
-    """Inserts, updates, deletes and key changes on docs, chosen by a seeded
-    generator (TRUNCATE on request); keeps the set of ids that exist. New
-    keys are ever higher ids or, with `key_space`, free keys of that set (a
-    small one keeps writers and workers on the same keys)."""
-
-    def __init__(self, conn, seed, ids, key_space=None):
-        self.conn, self.rng, self.ids, self.next_id = conn, random.Random(seed), set(ids), max(ids) + 1
-        self.key_space = None if key_space is None else sorted(key_space)
-
-    def step(self):
-        operation = self.rng.choices(["insert", "update", "delete", "rekey", "bulk"],
-                                     weights=[35, 30, 10, 15, 5])[0]
-        if operation == "insert" or not self.ids:
-            self._insert()
-        else:
-            getattr(self, "_" + operation)(self.rng.choice(sorted(self.ids)))
-
-    def _new_key(self):
-        """A key that no row has (None: the key space is full)."""
-        if self.key_space is None:
-            self.next_id += 1
-            return self.next_id - 1
-        free = [key for key in self.key_space if key not in self.ids]
-        return self.rng.choice(free) if free else None
-
-    def _insert(self):
-        key = self._new_key()
-        if key is None:
-            return self._update(self.rng.choice(sorted(self.ids)))
-        insert_docs(self.conn, [(key, random_body(self.rng))])
-        self.ids.add(key)
-
-    def _update(self, key):
-        self.conn.execute("UPDATE docs SET body = %s WHERE id = %s", (random_body(self.rng), key))
-
-    def _delete(self, key):
-        self.conn.execute("DELETE FROM docs WHERE id = %s", (key,))
-        self.ids.discard(key)
-
-    def _rekey(self, key):
-        new_key = self._new_key()
-        if new_key is None:
-            return self._update(key)
-        self.conn.execute("UPDATE docs SET id = %s WHERE id = %s", (new_key, key))
-        self.ids.discard(key)
-        self.ids.add(new_key)
-
-    def _bulk(self, key):
-        # One statement touching many rows: the statement-level trigger's case.
-        self.conn.execute("UPDATE docs SET body = body || ' Again.' WHERE id %% 5 = %s", (key % 5,))
-
-    def truncate(self):
-        self.conn.execute("TRUNCATE docs")
-        self.ids.clear()
 
 
 class Runner(threading.Thread):
@@ -202,16 +122,6 @@ def test_truncate_while_a_run_waits_for_the_source(conn, connect, fake_model):
 
 
 # --- 2. a run killed in the provider call ------------------------------------------------
-
-def wait_for_cluster(cluster, dbname):
-    """After a crash restart: a fresh connection once the server accepts it again."""
-    def try_connect():
-        try:
-            return psycopg.connect(cluster.dsn(dbname), autocommit=True)
-        except psycopg.OperationalError:
-            return None   # still recovering
-    return wait_for(try_connect, timeout=60, message="the cluster to accept connections")
-
 
 def in_provider_call(conn, pid, model_server):
     """The backend runs run_pipeline and the server holds its request."""

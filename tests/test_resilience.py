@@ -20,18 +20,19 @@ from collections import Counter
 
 import pytest
 
-from conftest import wait_for
-from test_external_worker import run_worker_during, start_cli, stop_cli, write_while_workers_keep_up
-from test_pipelines import RandomWriter, numbered_docs, random_body
-from test_workers import (  # noqa: F401 — fake_model is a fixture
-    DRAIN_TIMEOUT, background_pipeline, fake_model, fill_docs, wait_drained)
+import aidb
+from tests.support.background import (
+    DRAIN_TIMEOUT, background_pipeline, fill_docs, wait_drained)
+from tests.support.common import wait_for
+from tests.support.external_worker import run_worker_during, start_cli, stop_cli
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, insert_docs, metrics, pending, pipeline_errors)
 from tests.support.workers import BACKING_OFF, drained, running_worker, set_model_config
+from tests.support.writers import (
+    RandomWriter, numbered_docs, random_body, write_while_workers_keep_up)
 
-import aidb  # after pipeline_checks, which puts python/ first on sys.path
-
-pytestmark = pytest.mark.resilience
+# The fake model gives up fast: a failing batch ends within seconds.
+pytestmark = [pytest.mark.resilience, pytest.mark.model_settings(max_retries=1, timeout=2)]
 
 
 def error_attempts(conn, name="p"):

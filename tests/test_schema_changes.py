@@ -8,15 +8,10 @@ writes, and DROP EXTENSION leaves nothing behind."""
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY
+from tests.support.common import TEST_API_KEY
 from tests.support.pipeline_checks import (
     assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs, metrics,
     pipeline_errors, run_pipeline)
-
-
-@pytest.fixture
-def fake_model(conn, model_server):
-    create_fake_model(conn, model_server.url, TEST_API_KEY)
 
 
 def postmaster_pid(conn):

@@ -14,12 +14,12 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs,
     metrics, pipeline_errors)
 
-import aidb  # after pipeline_checks, which puts python/ first on sys.path
+import aidb
 from aidb import egress
 from aidb.errors import AidbError, ModelError, PIPELINE_PERMANENT
 

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.documents import make_html, make_pdf, make_text_png
 from tests.support.fake_vectors import fake_embedding
 from tests.support.pipeline_checks import SERVER_MODEL, create_fake_model, pipeline_errors

@@ -19,9 +19,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import scratch_database, wait_for
 from pgcluster import free_port
-from test_models import error_text, sql_error
+from tests.support.common import error_text, scratch_database, sql_error, wait_for
 from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
 
 PATHS_SETTING = "aidb.allowed_local_paths"

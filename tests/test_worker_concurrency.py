@@ -4,11 +4,11 @@ queue behind each other on the pipeline's statistics row."""
 import asyncio
 import threading
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.pipeline_checks import (
     assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs)
 
-import aidb  # noqa: E402 — after pipeline_checks, which puts python/ first on sys.path
+import aidb
 
 
 def stats_keys(conn):

@@ -45,7 +45,9 @@ Behaviour
     time.monotonic() when the request had been read ("received") and when its
     answer was about to be written ("answered"; null: dropped). Linux's
     monotonic clock is system-wide, so gaps between a client's requests can
-    be measured here (e.g. whether it waited for Retry-After).
+    be measured here (e.g. whether it waited for Retry-After). A request is
+    logged (and leaves in_flight) before its answer is written or its
+    connection dropped: a client that has its reply finds it here.
   * --cache (ModelServer(cache=True)): each OpenAI embedding is rendered once per
     (model, dims, encoding, text) and then served from memory, so that a
     benchmark warmed with its texts measures its client, not this server's
@@ -640,12 +642,20 @@ class _Handler(BaseHTTPRequestHandler):
                   "status": None, "fault": None, "received": time.monotonic(), "answered": None}
         backend.begin(path)
         try:
-            self._answer(route, path, raw, record)
+            reply = self._answer(route, path, raw, record)
         finally:
+            # Logged before the client can see the answer (or the dropped
+            # connection): whoever got a reply finds its request in the log.
             backend.finish(record)
+        if reply is None:
+            _shutdown_socket(self.connection)
+        else:
+            self._send_json(*reply)
 
-    def _answer(self, route: _Route | None, path: str, raw: bytes, record: dict) -> None:
-        """Latency, then a fault or the route's answer; fills in record."""
+    def _answer(self, route: _Route | None, path: str, raw: bytes,
+                record: dict) -> tuple[int, Any, dict[str, str] | None] | None:
+        """Latency, then a fault or the route's answer; fills in record.
+        Returns (status, payload, headers) to send, or None to drop the connection."""
         body = _json_object(raw)
         if body is not None:
             record.update(model=body.get("model"), inputs=_count_inputs(body))
@@ -653,16 +663,16 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers = 200, None
         try:
             if self._inject_fault(record):
-                return  # connection dropped: nothing to send
+                return None  # drop the connection: nothing to send
             payload = self._call_route(route, path, body)
         except ApiError as err:
             status, headers = err.status, err.headers
             payload = err.payload(route.flavor if route else "openai")
         record["status"], record["answered"] = status, time.monotonic()
-        self._send_json(status, payload, headers)
+        return status, payload, headers
 
     def _inject_fault(self, record: dict) -> bool:
-        """Apply the current fault; True if the connection was dropped."""
+        """Apply the current fault; True if the connection is to be dropped."""
         backend = self.server.backend
         taken = backend.take_fault()
         if taken is None:
@@ -680,7 +690,6 @@ class _Handler(BaseHTTPRequestHandler):
             if not backend.stopping.is_set():
                 return False  # the outage ended: answer normally
         self.close_connection = True
-        _shutdown_socket(self.connection)
         return True
 
     def _call_route(self, route: _Route | None, path: str, body: dict | None) -> dict:

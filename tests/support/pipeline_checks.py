@@ -10,19 +10,13 @@ exact vector the fake server returns for that (model, text).
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from aidb.pipeline.steps.chunk_text import ChunkText
+
 from .fake_vectors import fake_embedding
-
-_PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "python")
-if _PYTHON_DIR not in sys.path:
-    sys.path.insert(0, _PYTHON_DIR)
-
-from aidb.pipeline.steps.chunk_text import ChunkText  # noqa: E402
 
 MODEL = "fake"                       # aidb's name for the model
 SERVER_MODEL = "text-embedding-test"  # the name sent to the server (seeds the vectors)
@@ -152,3 +146,7 @@ def assert_consistent(conn, name="p", except_keys=()):
             math.isclose(a, b, abs_tol=VECTOR_TOLERANCE) for a, b in zip(actual_vector, vector)), \
             f"{part}: vector {actual_vector} differs from {vector}"
     return len(expected)
+
+
+def destination_keys(conn, name="p"):
+    return {key for key, _ in destination_contents(conn, name)}

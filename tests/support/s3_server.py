@@ -74,7 +74,7 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    from conftest import wait_for
+    from tests.support.polling import wait_for   # here: this file also runs as a script
     port_file = tempfile.mktemp(prefix="aidb-s3-server-")
     process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--port-file", port_file],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
