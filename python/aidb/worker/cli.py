@@ -73,11 +73,14 @@ def main(argv=None):
                                    if name.strip()]
     worker = Worker(args.db_url, pipelines=pipelines, poll_interval=args.poll_interval,
                     concurrency=args.concurrency, once=args.once)
-    if sys.stderr.isatty():
-        attach_progress(worker.stats)
     if args.metrics_port:
         serve_metrics(worker.stats, args.metrics_port, args.metrics_host)
-    return asyncio.run(_run(worker))
+    display = attach_progress(worker.stats) if sys.stderr.isatty() else None
+    try:
+        return asyncio.run(_run(worker))
+    finally:
+        if display:
+            display.stop()
 
 
 def _configure_logging(level):

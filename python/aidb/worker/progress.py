@@ -1,75 +1,68 @@
-"""Progress on a terminal: a bar per pipeline — the keys this worker has
-processed out of those plus the keys still pending — redrawn after each
-batch, with log lines printed above the bars instead of through them."""
+"""Progress on a terminal, drawn by rich: a bar per pipeline — the keys this
+worker has processed out of those plus the keys still pending — redrawn
+after each batch, with log lines printed above the bars instead of through
+them."""
 
 import logging
-import shutil
 import sys
 import threading
 import time
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Column
+from rich.text import Text
+
 NAME_WIDTH = 20
-BAR_WIDTH = (10, 40)     # narrowest and widest bar
+BAR_WIDTH = 40
 
 
 class ProgressDisplay:
     """The block of bars at the bottom of the terminal."""
 
     def __init__(self, stats, stream):
-        self.stats, self.stream = stats, stream
+        self.stats = stats
+        self.console = Console(file=stream)
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False,
+                       table_column=Column(width=NAME_WIDTH, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=BAR_WIDTH),
+            TaskProgressColumn(),
+            MofNCompleteColumn(),
+            TextColumn("keys  {task.fields[rate]:.0f} keys/s{task.fields[errors]}", markup=False),
+            console=self.console,
+            # Redrawn when the counters change, not on a timer.
+            auto_refresh=False,
+        )
+        self._tasks = {}
         self._lock = threading.Lock()
-        self._lines = 0            # lines of the block drawn last
-        self._marks = ("█", "░") if _can_encode(stream, "█░") else ("#", "-")
+
+    def start(self):
+        self.progress.start()
+
+    def stop(self):
+        """The final counts, left on the terminal."""
+        self.update()
+        self.progress.stop()
 
     def update(self, _pipeline=None, _stats=None):
         """Redraw (a WorkerStats listener)."""
         with self._lock:
-            self._erase()
-            self._draw()
+            elapsed = max(time.monotonic() - self.stats.started, 1e-3)
+            for name, counts in self.stats.snapshot().items():
+                done, pending = counts["keys"], counts["pending"]
+                fields = {"rate": done / elapsed,
+                          "errors": f"  {counts['errors']} errors" if counts["errors"] else ""}
+                if name not in self._tasks:
+                    self._tasks[name] = self.progress.add_task(name, total=None, **fields)
+                # total None (pending not counted yet): an indeterminate bar.
+                self.progress.update(self._tasks[name], completed=done,
+                                     total=None if pending is None else done + pending, **fields)
+            self.progress.refresh()
 
     def write_above(self, text):
         """Print a line above the bars."""
-        with self._lock:
-            self._erase()
-            self.stream.write(text + "\n")
-            self._draw()
-
-    def _erase(self):
-        if self._lines:
-            # To the start of the block's first line, then clear to the end of the screen.
-            self.stream.write(f"\x1b[{self._lines}F\x1b[J")
-            self._lines = 0
-
-    def _draw(self):
-        width = shutil.get_terminal_size((100, 24)).columns
-        elapsed = max(time.monotonic() - self.stats.started, 1e-3)
-        rows = self.stats.snapshot()
-        for name, counts in rows.items():
-            self.stream.write(render_line(name, counts, elapsed, width, self._marks) + "\n")
-        self._lines = len(rows)
-        self.stream.flush()
-
-
-def render_line(name, counts, elapsed, width=100, marks=("#", "-")):
-    """One pipeline's line, at most width - 1 characters (a full line would
-    wrap on some terminals and break the redraw)."""
-    done, pending = counts["keys"], counts["pending"]
-    label = name if len(name) <= NAME_WIDTH else name[:NAME_WIDTH - 2] + ".."
-    if pending is None:
-        fraction, amount = None, f"{done} keys"
-    else:
-        total = done + pending
-        fraction = done / total if total else 1.0
-        amount = f"{done}/{total} keys"
-    percent = "  ?%" if fraction is None else f"{fraction:4.0%}"
-    suffix = f" {percent} {amount}  {done / elapsed:.0f} keys/s"
-    if counts["errors"]:
-        suffix += f"  {counts['errors']} errors"
-    room = width - 1 - NAME_WIDTH - 3 - len(suffix)
-    bar_width = max(BAR_WIDTH[0], min(BAR_WIDTH[1], room))
-    filled = round(bar_width * (fraction or 0))
-    bar = marks[0] * filled + marks[1] * (bar_width - filled)
-    return f"{label:<{NAME_WIDTH}} [{bar}]{suffix}"[:width - 1]
+        self.console.print(Text(text), soft_wrap=True)
 
 
 class _LogAboveBars(logging.Handler):
@@ -92,7 +85,8 @@ class _LogAboveBars(logging.Handler):
 
 def attach_progress(stats, stream=None):
     """Show `stats` as bars on `stream` (stderr), redrawn whenever it changes;
-    the root logger's handlers writing to that stream print above the bars."""
+    the root logger's handlers writing to that stream print above the bars.
+    Returns the display, started: stop() it when done."""
     stream = stream or sys.stderr
     display = ProgressDisplay(stats, stream)
     stats.wants_pending = True
@@ -102,12 +96,5 @@ def attach_progress(stats, stream=None):
         if getattr(handler, "stream", None) is stream:
             root.removeHandler(handler)
             root.addHandler(_LogAboveBars(display, handler.formatter))
+    display.start()
     return display
-
-
-def _can_encode(stream, text):
-    try:
-        text.encode(getattr(stream, "encoding", None) or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True

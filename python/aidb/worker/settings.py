@@ -4,6 +4,8 @@ and a .env file (the command line wins, then the environment, then .env)."""
 import os
 import re
 
+import dotenv
+
 from ..redact import MASK, Redactor, redact
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -22,24 +24,11 @@ def parse_duration(text):
 
 
 def load_dotenv(path=".env"):
-    """Set variables from a .env file (KEY=VALUE lines) unless already set."""
-    if not os.path.isfile(path):
-        return
-    with open(path) as env_file:
-        for line in env_file:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, value = line.split("=", 1)
-            key = key.strip().removeprefix("export ").strip()
-            os.environ.setdefault(key, _dotenv_value(value.strip()))
-
-
-def _dotenv_value(value):
-    """A quoted value as is (less the quotes); an unquoted one less a trailing # comment."""
-    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
-        return value[1:-1]
-    return value.split(" #", 1)[0].strip()
+    """Set variables from a .env file in the current directory unless they
+    are already set. python-dotenv parses it (quotes, escapes, `export`,
+    comments); ${VAR} references are kept as written, not expanded: a
+    password may contain them."""
+    dotenv.load_dotenv(path, override=False, interpolate=False)
 
 
 def env(name, default=None):

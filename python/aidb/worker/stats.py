@@ -1,4 +1,5 @@
-"""Counters of an external worker: for progress output, Prometheus and heartbeats."""
+"""Counters of an external worker: for progress bars, Prometheus metrics
+(worker/metrics.py) and heartbeats."""
 
 import threading
 import time
@@ -8,13 +9,6 @@ from collections import defaultdict
 # something to run after every batch of a million-row backfill.
 PENDING_EVERY_SECONDS = 1.0
 
-
-_SERIES = {
-    "aidb_worker_keys_processed_total": ("counter", "keys", "Source keys processed."),
-    "aidb_worker_batches_total": ("counter", "batches", "Batches committed by this worker."),
-    "aidb_worker_errors_total": ("counter", "errors", "Batches that failed."),
-    "aidb_worker_pending_keys": ("gauge", "pending", "Keys left in the backlog."),
-}
 
 
 class WorkerStats:
@@ -27,7 +21,6 @@ class WorkerStats:
         # pending: keys left in the backlog when last counted (None: not counted)
         self.per_pipeline = defaultdict(lambda: {"keys": 0, "batches": 0, "errors": 0,
                                                  "pending": None})
-        self.last_error = None
         self.listeners = []          # called with (pipeline, stats) after each batch
         self.wants_pending = False   # set by a progress display or the metrics server
         self._pending_counted = {}   # pipeline -> time.monotonic() of its last count
@@ -58,14 +51,13 @@ class WorkerStats:
                 counts["pending"] = max(0, counts["pending"] - keys)
         self._notify(pipeline)
 
-    def record_error(self, pipeline, message, pending=None):
+    def record_error(self, pipeline, pending=None):
         with self._lock:
             self.errors += 1
             counts = self.per_pipeline[pipeline]
             counts["errors"] += 1
             if pending is not None:
                 counts["pending"] = pending
-            self.last_error = f"{pipeline}: {message}"
         self._notify(pipeline)
 
     def snapshot(self):
@@ -76,16 +68,3 @@ class WorkerStats:
     def _notify(self, pipeline):
         for listener in self.listeners:
             listener(pipeline, self)
-
-    def prometheus(self):
-        """The counters in Prometheus' text exposition format."""
-        snapshot = self.snapshot()
-        lines = []
-        # Each metric's samples form one group after its HELP and TYPE lines.
-        for metric, (kind, field, text) in _SERIES.items():
-            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
-            for name, counts in snapshot.items():
-                if counts[field] is not None:
-                    label = name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-                    lines.append(f'{metric}{{pipeline="{label}"}} {counts[field]}')
-        return "\n".join(lines) + "\n"

@@ -194,7 +194,7 @@ class Worker:
     def _failed(self, db, name, pipeline, message):
         delay = self._backoff.failed(name)
         pending = self._pending(db, pipeline, idle=True) if pipeline else None
-        self.stats.record_error(name, message, pending)
+        self.stats.record_error(name, pending)
         log.warning("pipeline=%s error=%r retry_in=%.0fs", name, message, delay)
         return False
 
