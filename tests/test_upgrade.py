@@ -267,7 +267,14 @@ def test_update_from_previous_release_keeps_pipelines_working(
         step_2 => 'KnowledgeBase',
         step_2_options => aidb.knowledge_base_config('{MODEL}', distance_operator => 'Cosine'),
         source_filter => 'published', batch_size => 5)""")
-    # A view source (reconciled by content hash) and a volume source.
+    # A Live pipeline (processed in the writing transaction), a view source
+    # (reconciled by content hash) and a volume source.
+    old.execute("CREATE TABLE live_docs (id int PRIMARY KEY, body text)")
+    old.execute("INSERT INTO live_docs SELECT g, 'live ' || g FROM generate_series(1, 4) g")
+    old.execute(f"""SELECT aidb.create_pipeline('plive', 'live_docs', 'id', 'body',
+        step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'),
+        auto_processing => 'Live')""")
+    old.execute("INSERT INTO live_docs VALUES (5, 'live 5, written under 0.1.0')")
     old.execute("CREATE VIEW docs_v AS SELECT id, body FROM docs WHERE id <= 10")
     old.execute(f"""SELECT aidb.create_pipeline('pv', 'docs_v', 'id', 'body',
         step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'))""")
@@ -298,6 +305,7 @@ def test_update_from_previous_release_keeps_pipelines_working(
     assert p_pending == sorted(set(range(1, 21)) - done), "0.1.0 left the rest of p queued"
     assert pf_pending == [1], "0.1.0 processed pf and queued its deleted key"
     assert len(destination_before["pv"]) == 10
+    assert len(destination_before["plive"]) == 5
     assert_same_vectors(volume_destination(admin, "pvol"), expected_volume_destination(folder))
     model_before = model_row(admin)
     owner_oid = admin.execute("SELECT %s::regrole::oid", (owner,)).fetchone()[0]
@@ -387,6 +395,10 @@ def test_update_from_previous_release_keeps_pipelines_working(
     assert_consistent(user, "p")
     assert_consistent(user, "pf")
     assert metrics(user, "p")["Status"] == "UpToDate"
+    user.execute("INSERT INTO live_docs VALUES (6, 'live 6, written under 0.2.0')")
+    user.execute("UPDATE live_docs SET body = 'live 1, changed' WHERE id = 1")
+    user.execute("DELETE FROM live_docs WHERE id = 2")
+    assert assert_consistent(user, "plive") == 5          # at once: no run needed
     user.execute("SELECT aidb.run_pipeline('pv')")       # the view's changes, by hash
     assert assert_consistent(user, "pv") == 7             # 1..10 without 3 (now 200), 4, 5
     write_file(folder, "file2.txt", "file 2, rewritten")
