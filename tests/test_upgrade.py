@@ -619,3 +619,18 @@ def test_the_release_number_agrees_everywhere():
         assert os.path.exists(os.path.join(ROOT, "sql", "upgrade",
                                            f"{PREVIOUS}--{CURRENT}-{step}.sql"))
     assert os.path.exists(os.path.join(ROOT, "sql", "versions", f"aidb--{PREVIOUS}.sql"))
+
+
+def test_an_engine_older_than_the_sql_says_to_reconnect(cluster):
+    """The other way round: a session that loaded its engine before the
+    extension was updated past it (here: the catalog says a later version)."""
+    with scratch_database(cluster, "newer_", template="aidb_template") as dbname:
+        with session(cluster, dbname) as conn:
+            conn.execute("UPDATE pg_extension SET extversion = '99.0.0' WHERE extname = 'aidb'")
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+                conn.execute("SELECT aidb.encode_text('minilm', 'x')")
+            diag = refused.value.diag
+            assert "version 99.0.0, but the installed aidb engine is the older version " \
+                f"{CURRENT}" in diag.message_primary, diag.message_primary
+            assert diag.message_hint.startswith("Reconnect"), diag.message_hint
+            assert "install aidb 99.0.0" in diag.message_hint

@@ -47,7 +47,8 @@ def check_extension_version(db, engine_version=__version__):
     raise AidbError(
         f"aidb's SQL objects in this database are version {installed}, but the installed "
         f"aidb engine is the older version {engine_version}",
-        detail="The extension was updated to a version whose engine is not installed on "
-               "this server.",
-        hint=f"Install aidb {installed} on this server (make install), then reconnect.",
+        detail="A session keeps the engine it loaded first; the extension has been updated "
+               "since, or its new engine is not installed on this server.",
+        hint=f"Reconnect; if this persists, install aidb {installed} on this server "
+             "(make install).",
         sqlstate=OBJECT_NOT_IN_PREREQUISITE_STATE)
