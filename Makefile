@@ -54,7 +54,7 @@ aidb--$(EXTVERSION).sql: $(EXT_PARTS)
 aidb--%--$(EXTVERSION).sql: sql/upgrade/%--$(EXTVERSION)-pre.sql sql/upgrade/code-only.awk $(EXT_PARTS) sql/upgrade/%--$(EXTVERSION)-post.sql
 	{ cat sql/upgrade/$*--$(EXTVERSION)-pre.sql && \
 	  awk -f sql/upgrade/code-only.awk $(EXT_PARTS) && \
-	  cat sql/upgrade/$*--$(EXTVERSION)-post.sql; } > $@.tmp
+	  cat sql/upgrade/$*--$(EXTVERSION)-post.sql; } > $@.tmp || { rm -f $@.tmp; exit 1; }
 	mv $@.tmp $@
 
 install: install-engine
