@@ -307,6 +307,43 @@ def test_pipem_never_runs_a_destination_policy_as_the_reader(cast, admin, attack
     assert spy_counts(admin, cast.attacker) == (0, 0)
 
 
+def test_a_destination_turned_into_a_view_is_never_read_by_a_superuser(cast, admin, attacker,
+                                                                       model_server):
+    """PostgreSQL 15 still turns an empty table into a view (CREATE RULE
+    "_RETURN"), keeping its oid: the destination's functions would then run
+    as whoever reads it. Retrieval and aidb.pipem refuse to read it."""
+    if admin.info.server_version >= 160000:
+        pytest.skip("PostgreSQL 16 no longer turns tables into views")
+    model = f"{cast.attacker}_model"
+    if not admin.execute("SELECT 1 FROM aidb.models WHERE name = %s", (model,)).fetchone():
+        create_fake_model(attacker, model_server.url, TEST_API_KEY, name=model)
+    name = pipeline_name()
+    destination = f"{cast.attacker}.{name}_dest"
+    attacker.execute("SELECT aidb.create_pipeline(name => %s, source => %s, source_data_column "
+                     "=> 'body', step_1 => 'KnowledgeBase', step_1_options => "
+                     "aidb.knowledge_base_config(%s), destination => %s)",
+                     (name, f"{cast.attacker}.src", model, destination))
+    for index in attacker.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass",
+                                  (destination,)).fetchall():
+        attacker.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            sql.SQL(destination), sql.Identifier(index[0])))
+    attacker.execute(sql.SQL("VACUUM {}").format(sql.SQL(destination)))
+    attacker.execute(sql.SQL(
+        "CREATE RULE \"_RETURN\" AS ON SELECT TO {d} DO INSTEAD SELECT 1 AS source_key, "
+        "0 AS part_id, 'x'::text AS value, NULL::vector(8) AS embedding, now() AS updated_at "
+        "WHERE {a}.spy('destination view')").format(d=sql.SQL(destination),
+                                                    a=sql.Identifier(cast.attacker)))
+    assert admin.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass",
+                         (destination,)).fetchone() == ("v",)
+    forget(admin, cast)
+    with pytest.raises(psycopg.errors.Error, match="no longer a table but a view"):
+        admin.execute("SELECT * FROM aidb.retrieve_text(%s, 'hello', 1)", (name,))
+    assert admin.execute('SELECT "count(destination records)" FROM aidb.pipem WHERE pipeline = %s',
+                         (name,)).fetchone() == (None,)
+    assert spy_counts(admin, cast.attacker) == (0, 0)
+    admin.execute("SELECT aidb.delete_pipeline(%s)", (name,))
+
+
 # --- the owner's definer functions stay as aidb made them ----------------------------------
 
 def owner_functions(admin, name):
