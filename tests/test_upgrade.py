@@ -348,11 +348,13 @@ def test_update_from_previous_release_keeps_pipelines_working(
             "SELECT attnotnull FROM pg_attribute WHERE attrelid = %s::regclass "
             "AND attname = 'hash'", (f"aidb._state_{i}",)).fetchone()[0] is False
     per_pipeline_members = admin.execute(
-        "SELECT count(*) FROM pg_depend WHERE refobjid = %s AND deptype = 'e' "
-        "AND (classid = 'pg_proc'::regclass AND objid::regproc::text ~ '_[0-9]+$' "
-        "  OR classid = 'pg_class'::regclass AND objid::regclass::text ~ '_[0-9]+$')",
+        "SELECT array_agg(pg_describe_object(classid, objid, objsubid)) FROM pg_depend "
+        "WHERE refclassid = 'pg_extension'::regclass AND refobjid = %s AND deptype = 'e' "
+        "AND pg_describe_object(classid, objid, objsubid) ~ '_[0-9]+\\M'",
         (ext_oid,)).fetchone()[0]
-    assert per_pipeline_members == 0
+    assert per_pipeline_members is None, per_pipeline_members
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        admin.execute("DROP EXTENSION aidb")      # refused while pipelines exist, as on 0.2.0
     owner_functions = admin.execute(
         "SELECT count(*) FROM pg_proc WHERE pronamespace = 'aidb'::regnamespace "
         "AND proname = ANY(%s) AND prosecdef AND proowner = %s",
