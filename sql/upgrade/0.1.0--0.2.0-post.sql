@@ -23,6 +23,8 @@ DECLARE
     p aidb.pipeline_registry;
     object record;
     problem text;
+    -- A pipeline's functions aidb._<kind>_<id> (25_pipeline_objects.sql).
+    kinds text := 'capture|source|drift|count|all_keys|destination';
 BEGIN
     FOR p IN SELECT * FROM aidb.pipeline_registry r ORDER BY r.id LOOP
         BEGIN
@@ -40,7 +42,7 @@ BEGIN
                                          f.oid::pg_catalog.regprocedure)
                 FROM pg_catalog.pg_proc f
                 WHERE f.pronamespace = 'aidb'::pg_catalog.regnamespace
-                  AND f.proname ~ ('^_[a-z_]+_' || p.id || '$')
+                  AND f.proname ~ ('^_(' || kinds || ')_' || p.id || '$')
                   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
                                   WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
                                     AND d.objid = f.oid AND d.deptype = 'e')
@@ -67,7 +69,7 @@ BEGIN
                   ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = f.oid
                  AND d.deptype = 'e'
                 WHERE f.pronamespace = 'aidb'::pg_catalog.regnamespace
-                  AND f.proname ~ ('^_[a-z_]+_' || p.id || '$')
+                  AND f.proname ~ ('^_(' || kinds || ')_' || p.id || '$')
             LOOP
                 EXECUTE pg_catalog.format('ALTER EXTENSION aidb DROP %s %s',
                                           object.kind, object.name);
