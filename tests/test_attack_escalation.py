@@ -365,7 +365,7 @@ TAMPERING = [
     "GRANT EXECUTE ON FUNCTION {count} TO {victim} WITH GRANT OPTION",
     "DROP FUNCTION {all_keys}",
     "DROP FUNCTION {capture} CASCADE",
-    "DROP OWNED BY {attacker}",
+    "DROP OWNED BY {attacker} CASCADE",
 ]
 
 
