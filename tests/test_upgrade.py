@@ -564,8 +564,16 @@ def test_update_refuses_while_user_objects_use_aidb_and_blocks_pipelines_it_cann
         old.execute(f"INSERT INTO {table} SELECT g, '{table} ' || g FROM generate_series(1, 5) g")
         old.execute(f"""SELECT aidb.create_pipeline('{table}', '{table}', 'id', 'body',
             step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'))""")
+    # A key of a domain with its own collation: 0.1.0 typed backlog and state
+    # keys as the domain, 0.2.0 as its base type with the column's collation.
+    old.execute('CREATE DOMAIN code AS text COLLATE "C" CHECK (VALUE <> \'\')')
+    old.execute("CREATE TABLE coded (id code PRIMARY KEY, body text)")
+    old.execute("INSERT INTO coded SELECT 'k' || g, 'coded ' || g FROM generate_series(1, 5) g")
+    old.execute(f"""SELECT aidb.create_pipeline('coded', 'coded', 'id', 'body',
+        step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('{MODEL}'))""")
     old.execute("SELECT aidb.run_pipeline('kept')")
     old.execute("DROP TABLE doomed")       # 0.1.0 did not notice
+    coded_id, = old.execute("SELECT id FROM aidb.pipeline_registry WHERE name = 'coded'").fetchone()
     old.close()
 
     # A user's view on an aidb view and a user's function calling an aidb
@@ -596,14 +604,25 @@ def test_update_refuses_while_user_objects_use_aidb_and_blocks_pipelines_it_cann
     assert "aidb.delete_pipeline('doomed')" in errors[0][2]
     assert metrics(admin, "doomed")["Status"] == "BlockingErrors"
     assert pipeline_errors(admin, "kept") == [] and metrics(admin, "kept")["Status"] == "UpToDate"
+    assert pipeline_errors(admin, "coded") == []
     with session(cluster, dbname, user=owner) as user:
         user.execute("INSERT INTO kept VALUES (6, 'kept 6')")
         user.execute("SELECT aidb.run_pipeline('kept')")
         assert assert_consistent(user, "kept") == 6
+        user.execute("INSERT INTO coded VALUES ('k6', 'coded 6'), ('K7', 'coded 7')")
+        user.execute("DELETE FROM coded WHERE id = 'k1'")
+        user.execute("SELECT aidb.run_pipeline('coded')")
+        assert assert_consistent(user, "coded") == 6
+        assert user.execute(
+            "SELECT array_agg(DISTINCT format_type(atttypid, NULL) || ' ' "
+            "                 || attcollation::regcollation) "
+            "FROM pg_attribute WHERE attname = 'key' AND attrelid IN (SELECT oid FROM pg_class "
+            "WHERE relname IN (%s, %s))", (f"_backlog_{coded_id}", f"_state_{coded_id}")
+        ).fetchone()[0] == ['text "C"']
         # The way out that the error names works.
         user.execute("SELECT aidb.delete_pipeline('doomed')")
         assert user.execute("SELECT count(*) FROM pg_class WHERE relname ~ %s",
-                            (r"^_(backlog|state)_\d+$",)).fetchone()[0] == 2
+                            (r"^_(backlog|state)_\d+$",)).fetchone()[0] == 4   # kept, coded
     admin.close()
 
 

@@ -23,6 +23,7 @@ DECLARE
     p aidb.pipeline_registry;
     object record;
     problem text;
+    k record;
     -- A pipeline's functions aidb._<kind>_<id> (25_pipeline_objects.sql).
     kinds text := 'capture|source|drift|count|all_keys|destination';
 BEGIN
@@ -51,6 +52,30 @@ BEGIN
             END LOOP;
 
             PERFORM aidb._build_pipeline_objects(p);
+
+            -- 0.1.0 typed the keys of backlog and state as the source column
+            -- (a domain too); 0.2.0 as its base type, with the column's
+            -- collation, which is what capture checks (binary-compatible: no
+            -- rewrite for a domain).
+            k := aidb._pipeline_key(p);
+            FOR object IN
+                SELECT c.oid::pg_catalog.regclass AS name
+                FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a
+                  ON a.attrelid = c.oid AND a.attname = 'key'
+                WHERE c.relnamespace = 'aidb'::pg_catalog.regnamespace AND c.relkind = 'r'
+                  AND c.relname IN ('_backlog_' || p.id, '_state_' || p.id)
+                  AND (a.atttypid <> k.key_type::pg_catalog.regtype
+                       OR a.attcollation <> coalesce(
+                              (SELECT co.oid FROM pg_catalog.pg_collation co
+                               JOIN pg_catalog.pg_namespace n ON n.oid = co.collnamespace
+                               WHERE k.key_collation = pg_catalog.format(' COLLATE %I.%I',
+                                                                          n.nspname, co.collname)),
+                              (SELECT t.typcollation FROM pg_catalog.pg_type t
+                               WHERE t.oid = k.key_type::pg_catalog.regtype)))
+            LOOP
+                EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN key TYPE %s%s',
+                                          object.name, k.key_type, k.key_collation);
+            END LOOP;
 
             -- What the rebuild did not make again (none today): out of the
             -- extension too, tied to it as the rebuild ties the others.
