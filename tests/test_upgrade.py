@@ -29,8 +29,7 @@ from tests.support.common import ROOT, TEST_API_KEY, scratch_database, wait_for
 from tests.support.fake_vectors import fake_embedding
 from tests.support.pipeline_checks import (
     DIMS, MODEL, SERVER_MODEL, assert_consistent, create_fake_model, destination_contents, metrics,
-    pending,
-    pipeline_errors)
+    pending, pipeline_errors)
 from tests.support.workers import running_worker
 
 PREVIOUS = "0.1.0"
