@@ -457,6 +457,15 @@ def test_a_forged_model_never_spends_another_users_credentials(cast, admin, atta
                                  (name,)).fetchall()
     assert f'model "{cast.victim}_model" has credentials of role {cast.victim}' in message
     admin.execute("SELECT aidb.delete_pipeline(%s)", (name,))
+    # Nor can a superuser create a pipeline for the attacker on the victim's model.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                       match=f"has credentials of role {cast.victim}"):
+        admin.execute("SELECT aidb.create_pipeline(name => %s, source => %s, source_data_column "
+                      "=> 'body', step_1 => 'KnowledgeBase', step_1_options => "
+                      "aidb.knowledge_base_config(%s), owner_role => %s, destination => %s)",
+                      (pipeline_name(), f"{cast.attacker}.src", f"{cast.victim}_model",
+                       cast.attacker, f"{cast.attacker}.forged_dest"))
+    assert model_server.state()["requests_total"] == sent
 
 
 # --- odd names -------------------------------------------------------------------------------

@@ -25,8 +25,18 @@ SELECT m.name, m.owner::pg_catalog.text AS owner
 FROM aidb.model_registry m
 WHERE m.name OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.text[])
   AND EXISTS (SELECT FROM aidb.model_credentials c WHERE c.model OPERATOR(pg_catalog.=) m.name)
-  AND NOT pg_catalog.pg_has_role(%s::pg_catalog.regrole, m.owner, 'MEMBER')
+  AND NOT pg_catalog.pg_has_role(
+      (SELECT r.oid FROM pg_catalog.pg_roles r        -- a bare or a quoted role name
+       WHERE %s::pg_catalog.text OPERATOR(pg_catalog.=) ANY
+             (ARRAY[r.rolname::pg_catalog.text, pg_catalog.quote_ident(r.rolname)])
+       ORDER BY r.rolname OPERATOR(pg_catalog.=) %s::pg_catalog.text DESC LIMIT 1),
+      m.owner, 'MEMBER')
 ORDER BY m.name LIMIT 1"""
+
+_FOREIGN_CREDENTIALS_AT_CREATION = _FOREIGN_CREDENTIALS.replace("ORDER BY m.name LIMIT 1", """\
+  AND m.owner::pg_catalog.oid OPERATOR(pg_catalog.<>)
+      (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user)
+ORDER BY m.name LIMIT 1""")
 
 _MAY_DROP = """
 SELECT pg_catalog.pg_has_role(%s::pg_catalog.regrole, c.relowner, 'MEMBER') AS ok,
@@ -48,13 +58,25 @@ def check_pipeline_objects(db, pipeline):
                         hint="A superuser can rebuild the functions with "
                              f"SELECT aidb._install_pipeline_objects({pipeline.id}); or delete the "
                              "pipeline and create it again.")
-    models = models_of(pipeline.steps)
+    check_models_usable(db, pipeline.name, pipeline.steps, pipeline.owner_role, "will not run")
+
+
+def check_models_usable(db, name, steps, owner_role, what="cannot be created"):
+    """Every model with credentials that `steps` name belongs to `owner_role`
+    (or a role it is a member of): whoever runs the pipeline (a superuser,
+    who can read every key), its requests spend the owner's keys. At
+    creation (`what` left as is), a model of the creating role itself is
+    allowed too: a superuser may lend its own model (the owner's background
+    worker cannot read its key, and blocks)."""
+    models = models_of(steps)
     if models:
-        rows = db.query(_FOREIGN_CREDENTIALS, models, pipeline.owner_role)
+        statement = (_FOREIGN_CREDENTIALS_AT_CREATION if what == "cannot be created"
+                     else _FOREIGN_CREDENTIALS)
+        rows = db.query(statement, models, owner_role, owner_role)
         if rows:
-            raise AidbError(f'pipeline "{pipeline.name}" will not run: model "{rows[0]["name"]}" '
+            raise AidbError(f'pipeline "{name}" {what}: model "{rows[0]["name"]}" '
                             f"has credentials of role {rows[0]['owner']}, not of the pipeline's "
-                            f"owner {pipeline.owner_role}",
+                            f"owner {owner_role}",
                             sqlstate=INSUFFICIENT_PRIVILEGE, category=PIPELINE_PERMANENT,
                             hint="A pipeline may use only its owner's models, or models "
                                  "without credentials.")

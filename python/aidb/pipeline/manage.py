@@ -33,6 +33,9 @@ def create_pipeline(db, args, model_loader):
     else:
         origin = _table_origin(db, args, owner)
     steps = validate_steps(args["steps"], origin["kind"])
+    # Before any model is asked anything: created by a superuser for another
+    # role, a pipeline may still spend only that role's keys.
+    guard.check_models_usable(db, args["name"], steps, owner)
     _check_step_models(steps, model_loader)
     columns = destination.expected_columns(db, origin["key_type"], _model_dimensions(db, steps, model_loader))
     schema, table, dest_oid = destination.resolve_destination(db, args["name"], args["destination"],
