@@ -468,6 +468,44 @@ def test_a_forged_model_never_spends_another_users_credentials(cast, admin, atta
     assert model_server.state()["requests_total"] == sent
 
 
+# --- injection through source_filter ------------------------------------------------------------
+
+INJECTIONS = [
+    "true); ALTER ROLE {a} SUPERUSER; SELECT (true",
+    "true); SELECT {a}.spy('injected'), 'x'::text WHERE (true",
+    "true\n); SELECT {a}.spy('injected') --",
+    "$$ || {a}.spy('injected') || $$",
+    "true' || {a}.spy('injected')::text || '",
+    "true */ OR {a}.spy('injected') /*",
+    "{a}.spy('injected') %s %L %I {{x}}",
+    "(SELECT {a}.spy('injected') FROM pg_catalog.pg_sleep(0))",
+]
+
+
+@pytest.mark.parametrize("injection", INJECTIONS)
+@pytest.mark.parametrize("creator", ["attacker", "superuser"])
+def test_a_hostile_source_filter_runs_only_as_the_owner(cast, admin, attacker, injection,
+                                                       creator):
+    """A filter written to break out of where aidb puts it: refused, or run
+    as the owner only, whoever created the pipeline and whoever runs it."""
+    name = pipeline_name()
+    source_filter = injection.format(a=cast.attacker)
+    creating = attacker if creator == "attacker" else admin
+    owner = {} if creator == "attacker" else {"owner_role": cast.attacker}
+    try:
+        create_chunk_pipeline(creating, name, f"{cast.attacker}.src", source_filter=source_filter,
+                              destination=f"{cast.attacker}.{name}_dest", **owner)
+    except psycopg.errors.Error as refused:
+        assert not isinstance(refused, psycopg.OperationalError)
+        assert refused.diag.message_primary
+    else:
+        for statement in ("SELECT aidb.run_pipeline(%s)", "SELECT aidb.reconcile_pipeline(%s)"):
+            admin.execute(statement, (name,))
+        admin.execute("SELECT * FROM aidb.pipem")
+        admin.execute("SELECT aidb.delete_pipeline(%s, drop_destination => true)", (name,))
+    assert_ran_only_as_attacker(admin, cast, set())
+
+
 # --- odd names -------------------------------------------------------------------------------
 
 odd_identifier = st.lists(
