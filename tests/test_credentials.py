@@ -77,6 +77,7 @@ def shown_as(form, secret):
 
 # --- redaction, no database ------------------------------------------------------------------
 
+@pytest.mark.slow      # 100 generated examples
 @settings(max_examples=100, deadline=None)
 @given(secret=secrets, form=st.sampled_from(sorted(FORMS)), before=surroundings,
        after=surroundings)
@@ -92,6 +93,7 @@ WRAPPERS = {"repr": (1, 1), "ascii": (1, 1), "bytes repr": (2, 1), "latin-1 byte
             "JSON of bytes repr": (3, 2)}
 
 
+@pytest.mark.slow      # 100 generated examples
 @settings(max_examples=100, deadline=None)
 @given(secret=secrets, form=st.sampled_from(sorted(FORMS)), data=st.data())
 def test_a_known_secret_split_across_lines_is_masked(secret, form, data):

@@ -21,6 +21,8 @@ from pgcluster import free_port, throwaway_cluster
 from tests.support.common import ROOT, wait_for
 from tests.support.external_worker import run_cli
 
+pytestmark = pytest.mark.slow      # builds the images' steps, loads the local model
+
 REPO = Path(ROOT)
 DB_DOCKERFILE = REPO / "Dockerfile"
 WORKER_DOCKERFILE = REPO / "docker" / "worker.Dockerfile"

@@ -313,6 +313,7 @@ def test_worker_reconnects_when_its_connections_are_terminated(cluster, dbname, 
 # --- several workers on one pipeline -------------------------------------------------------------
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_two_external_workers_and_a_background_worker_share_a_pipeline(
         cluster, dbname, conn, connect, fake_model, background_workers, tmp_path):
     create_docs(conn, numbered_docs(range(1, 101)))

@@ -20,7 +20,9 @@ import time
 import psycopg
 import pytest
 
-from conftest import scratch_database
+from tests.support.common import scratch_database
+
+pytestmark = pytest.mark.slow      # large backlogs
 
 KEYS = int(os.environ.get("AIDB_LARGE_BACKLOG_KEYS", "20000"))
 SMALL = 2000

@@ -25,7 +25,7 @@ from tests.support.pipeline_checks import (
     create_docs, create_fake_model, create_pipeline, insert_docs, metrics)
 from tests.support.workers import BACKEND_TYPE, connection_lost, running_worker
 
-pytestmark = pytest.mark.workers
+pytestmark = [pytest.mark.workers, pytest.mark.slow]     # restarts the launcher and servers
 
 PIPELINES = ("p1", "p2")
 WAKE_UP_DEADLINE = 15       # seconds; without a wake-up a row waits for the hourly sync

@@ -408,6 +408,7 @@ def test_keys_never_show_in_errors_views_or_the_server_log(cluster, shared_conn,
 # ---------------------------------------------------------------- local model
 
 @pytest.mark.smoke
+@pytest.mark.slow          # loads torch and the model
 def test_local_model_is_loaded_once_per_backend(conn):
     def timed(sql):
         started = time.monotonic()

@@ -32,7 +32,8 @@ from tests.support.writers import (
     RandomWriter, numbered_docs, random_body, write_while_workers_keep_up)
 
 # The fake model gives up fast: a failing batch ends within seconds.
-pytestmark = [pytest.mark.resilience, pytest.mark.model_settings(max_retries=1, timeout=2)]
+pytestmark = [pytest.mark.resilience, pytest.mark.slow,
+              pytest.mark.model_settings(max_retries=1, timeout=2)]
 
 
 def error_attempts(conn, name="p"):

@@ -32,6 +32,8 @@ from tests.support.pipeline_checks import (
     pending, pipeline_errors)
 from tests.support.workers import running_worker
 
+pytestmark = pytest.mark.slow      # builds and installs the previous release
+
 PREVIOUS = "0.1.0"
 PREVIOUS_COMMIT = "2b0ed2f"          # the release 0.1.0 (its sql/ext/ and python/aidb)
 CURRENT = "0.2.0"

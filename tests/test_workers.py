@@ -23,7 +23,9 @@ from tests.support.workers import activity_pid, connection_lost, running_worker
 from tests.support.writers import numbered_docs
 
 # A failing batch ends within seconds, and the worker backs off.
-pytestmark = [pytest.mark.workers, pytest.mark.model_settings(max_retries=1, timeout=2)]
+# Crashes, restarts and slot exhaustion: slow.
+pytestmark = [pytest.mark.workers, pytest.mark.slow,
+              pytest.mark.model_settings(max_retries=1, timeout=2)]
 
 # --- 1. SIGTERM ----------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@ worker as PostgreSQL shows it, whether a pipeline is drained, and what a
 worker process costs (from /proc).
 
 Every function here is a plain query or reading, meant to be polled with
-conftest.wait_for; none of them waits by itself.
+tests.support.polling.wait_for; none of them waits by itself (tests/support/background.py
+has the helpers that wait).
 """
 from __future__ import annotations
 
