@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from psycopg import sql
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.attack import (scratch_database, 
     SUPERUSER, drop_roles, is_superuser, make_cast, plant_spy, seen_rows, spy_counts)
 from tests.support.pipeline_checks import create_fake_model
 
-import aidb  # after pipeline_checks, which puts python/ first on sys.path
+import aidb
 
 pytestmark = pytest.mark.security
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import wait_for
+from tests.support.common import wait_for
 from tests.support.attack import scratch_database, SUPERUSER, drop_roles, make_cast
 from tests.support.pipeline_checks import MODEL  # noqa: F401 — puts python/ first on sys.path
 

@@ -26,11 +26,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.attack import scratch_database, SUPERUSER, drop_roles, make_cast
 from tests.support.pipeline_checks import MODEL, create_fake_model
 
-import aidb  # after pipeline_checks, which puts python/ first on sys.path
+import aidb
 
 pytestmark = pytest.mark.security
 

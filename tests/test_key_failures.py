@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.support.workers import drained, metrics
-from conftest import wait_for
+from tests.support.common import wait_for
 
 STEPS = "step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(40)"
 

@@ -20,10 +20,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-try:        # where tests/conftest.py's helper is moving to
-    from tests.support.common import scratch_database  # noqa: F401 — the test modules use it
-except ImportError:
-    from conftest import scratch_database  # noqa: F401
+from .common import scratch_database  # noqa: F401 — the test modules use it
 
 SUPERUSER = "postgres"
 

@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import decimal
 import math
-import os
-import sys
 import uuid
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 from psycopg import sql
 
-_PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "python")
-if _PYTHON_DIR not in sys.path:
-    sys.path.insert(0, _PYTHON_DIR)
-
-from aidb.pipeline.steps.chunk_text import ChunkText  # noqa: E402
+from aidb.pipeline.steps.chunk_text import ChunkText
 
 # --- values ----------------------------------------------------------------------------------
 
