@@ -39,6 +39,8 @@ from tests.support.generated_sources import (
     KEY_TYPES, SOURCE_KINDS, Source, assert_destination_matches, create_chunk_pipeline,
     create_source, data_values, identifiers, sources)
 
+pytestmark = pytest.mark.slow      # many generated scenarios, each on its own tables
+
 EXAMPLES = int(os.environ.get("AIDB_PROPERTY_EXAMPLES", "0")) or None
 
 settings.register_profile("aidb-ci", max_examples=25, deadline=None, derandomize=False,
@@ -96,6 +98,7 @@ def operations(pool_size):
                   identifiers),
         st.tuples(st.just("run")),
         st.tuples(st.just("crash_run")),
+        st.tuples(st.just("run_beside_open_delete"), key, data_values()),
     )
     return st.lists(op, min_size=1, max_size=14)
 
@@ -172,6 +175,8 @@ class Scenario:
             self.rename(operation[1], operation[2])
         elif kind == "run":
             self.run_and_check()
+        elif kind == "run_beside_open_delete":
+            self.run_beside_open_delete(self.key(operation[1]), operation[2])
         elif kind == "crash_run":
             self.crash_run()
 
@@ -221,6 +226,43 @@ class Scenario:
         rows = assert_destination_matches(self.conn, self.name, self.source, context)
         event("checked with destination rows" if rows else "checked with an empty destination")
 
+    def run_beside_open_delete(self, key, data):
+        """A key's new content is queued; another session deletes its row and
+        stays open (holding the key's destination rows) while run_pipeline
+        runs: the run must end without waiting for it, and once that
+        session commits, the next run brings everything in step."""
+        s = self.source
+        self.application(sql.SQL("UPDATE {} SET {} = {} WHERE {} = {}").format(
+            s.base, sql.Identifier(s.column("data")), sql.Literal(data),
+            sql.Identifier(s.column("key")), sql.Literal(key)))
+        other = self.connect()
+        with other.transaction():
+            other.execute("SET client_min_messages = warning")
+            other.execute(sql.SQL("DELETE FROM {} WHERE {} = {}").format(
+                s.base, sql.Identifier(s.column("key")), sql.Literal(key)))
+            runner = self.connect()
+            runner.execute("SET client_min_messages = warning")
+            done = threading.Event()
+            failure = []
+
+            def run():
+                try:
+                    runner.execute("SELECT aidb.run_pipeline(%s)", (self.name,))
+                except psycopg.Error as exc:
+                    failure.append(exc)
+                done.set()
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            finished = done.wait(60)
+            event(f"run beside an open delete: {'ended' if finished else 'STALLED'}")
+            assert finished, "run_pipeline waited for a session that holds a deleted row"
+        thread.join(60)
+        other.close()
+        runner.close()
+        assert not failure, f"run_pipeline failed beside an open delete: {failure[0]}"
+        self.run_and_check()
+
     def crash_run(self):
         """run_pipeline, terminated while its batch waits to write the
         destination (another session holds the destination in SHARE mode):
@@ -256,6 +298,8 @@ class Scenario:
                 blocker.execute("SELECT pg_terminate_backend(%s)", (runner_pid,))
             thread.join(60)
         assert not thread.is_alive(), "run_pipeline did not end"
+        blocker.close()
+        runner.close()
         note(f"crash_run: {state}")
         event(f"crash_run {state}")
         if state == "blocked":
@@ -371,3 +415,14 @@ def test_a_filter_column_rename_is_refused_by_name(quiet_conn):
         return
     quiet_conn.execute("SELECT aidb.run_pipeline('prf')")
     assert quiet_conn.execute("SELECT count(DISTINCT source_key) FROM prf_embeddings").fetchone()[0] == 1
+
+
+def test_a_key_held_by_an_open_delete_does_not_make_the_run_spin(quiet_conn, connect):
+    """Found by the search: a key whose destination rows another open
+    transaction holds was handed back and claimed again, forever (the
+    batch did not report it busy, so the run never stopped)."""
+    source = Source(schema="s", table="t", kind="table", relation="t", key="k", data="d",
+                    flag="f", note="n", key_type=KEY_TYPES["int2"], with_filter=False)
+    ops = [("insert", [(0, "long text here", None)]), ("insert", [(1, "x", None)]), ("run",),
+           ("run_beside_open_delete", 0, None), ("run_beside_open_delete", 1, "y z")]
+    play(quiet_conn, connect, (source, [0, 1], ([], ops), 5, "chars", "open_delete"))

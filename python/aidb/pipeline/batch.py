@@ -176,6 +176,7 @@ def _merge(total, part):
     total.embedded += part.embedded
     total.removed += part.removed
     total.failed += part.failed
+    total.busy += part.busy     # the runner stops on a batch of only busy keys
 
 
 def _run_text_steps(pipeline, rows, model_loader):
