@@ -254,6 +254,7 @@ def cluster_without_preload():
     pg.destroy()
 
 
+@pytest.mark.slow      # a cluster of its own
 def test_a_placeholder_set_before_the_module_loads_does_not_widen_the_allowlist(
         cluster_without_preload, model_server):
     pg = cluster_without_preload

@@ -80,6 +80,7 @@ def test_drops_that_fail_their_own_checks_leave_the_workers_alone(cluster, dbnam
         assert running_worker(conn) == worker_pid, f"DROP DATABASE {what} stopped the worker"
 
 
+@pytest.mark.slow      # stops and restarts the workers
 def test_the_owners_drop_still_stops_the_workers(cluster, dbname, conn, role, worker_pid):
     """The hook's purpose survives: the owner's DROP stops the workers (and,
     failing on our own open session, gives the database its workers back)."""

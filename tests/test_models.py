@@ -271,6 +271,7 @@ def cluster_with_key_env(monkeypatch):
     pg.destroy()
 
 
+@pytest.mark.slow      # a cluster of its own
 def test_credentials_env_is_read_from_the_server_environment(cluster_with_key_env, model_server):
     pg = cluster_with_key_env
     pg.psql("CREATE EXTENSION aidb CASCADE")

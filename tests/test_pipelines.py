@@ -68,6 +68,7 @@ def wait_for_new_runs(runners):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow      # hundreds of random writes beside concurrent runs
 def test_concurrent_runs_during_random_changes_end_consistent(conn, connect, fake_model):
     rng = random.Random(20261122)
     create_docs(conn, [(i, random_body(rng)) for i in range(1, 61)])
@@ -142,6 +143,7 @@ def start_run_that_hangs(connect, model_server):
     return runner
 
 
+@pytest.mark.slow      # SIGKILL restarts the whole cluster
 @pytest.mark.parametrize("kill", ["pg_terminate_backend", "SIGKILL"])
 def test_run_killed_mid_batch_loses_no_key(conn, connect, cluster, dbname, fake_model, kill):
     create_docs(conn, numbered_docs(range(1, 41)))
