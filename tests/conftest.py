@@ -3,6 +3,8 @@ test, and a real OpenAI-compatible model server on 127.0.0.1.
 
 Nothing here is mocked: the cluster runs the installed extension and its
 background workers, and the model server speaks the OpenAI wire format.
+Only fixtures live here; the helpers test modules share are in tests/support/
+(test modules import nothing from conftest or from each other).
 """
 
 import os
@@ -20,6 +22,8 @@ from tests.support.model_server import ModelServerControl
 from tests.support.pipeline_checks import MODEL, create_fake_model
 from tests.support.polling import wait_for
 from tests.support.workers import set_model_config
+
+
 def pytest_report_header():
     """Which server the session tests (scripts/test.sh runs several majors;
     PG_CONFIG or AIDB_PG_BIN picks one, see scripts/pgcluster.py)."""
