@@ -45,13 +45,20 @@ CREATE FUNCTION aidb._pipeline_counts(p aidb.pipeline_registry,
     OUT null_keys bigint)
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
+    -- Monitoring never queues behind a migration: a count whose table is
+    -- locked (ALTER TABLE, TRUNCATE, ...) is NULL for now.
+    SET lock_timeout = '50ms'
     AS $$
 DECLARE
     backlog regclass := to_regclass(format('aidb.%I', '_backlog_' || p.id));
     counter regprocedure := to_regprocedure(format('aidb.%I()', '_count_' || p.id));
 BEGIN
     IF backlog IS NOT NULL AND has_table_privilege(backlog, 'SELECT') THEN
-        EXECUTE format('SELECT count(DISTINCT key) FROM %s', backlog) INTO pending;
+        BEGIN
+            EXECUTE format('SELECT count(DISTINCT key) FROM %s', backlog) INTO pending;
+        EXCEPTION WHEN lock_not_available THEN
+            pending := NULL;
+        END;
     END IF;
     -- Only through a count function as aidb made it (70_event_triggers.sql):
     -- one its owner made SECURITY INVOKER would run the owner's SQL as the reader.
@@ -74,7 +81,11 @@ BEGIN
                     OR (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r
                         WHERE r.rolname = current_user)))
        AND has_table_privilege(p.destination, 'SELECT') THEN
-        EXECUTE format('SELECT count(*) FROM %s', p.destination) INTO destination_records;
+        BEGIN
+            EXECUTE format('SELECT count(*) FROM %s', p.destination) INTO destination_records;
+        EXCEPTION WHEN lock_not_available THEN
+            destination_records := NULL;
+        END;
     END IF;
 END
 $$;

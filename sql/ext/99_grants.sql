@@ -111,3 +111,12 @@ $grants$;
 -- _capture_enqueue, _create_capture_triggers, _drop_pipeline_objects_unchecked,
 -- _follow_renamed_columns, _column_now, _check_key_type_unchanged,
 -- _built_names_changed, _partition_lacks_capture).
+
+-- A pipeline's registry row, once created, may change only in what
+-- aidb.update_pipeline changes: its source, destination, steps, owner and
+-- columns are what aidb built its objects from and checked at creation
+-- (renames are followed by aidb's own event triggers, as a superuser).
+-- Here, in the code part, so that upgrades apply it too.
+REVOKE UPDATE ON aidb.pipeline_registry FROM aidb_users;
+GRANT UPDATE (auto_processing, batch_size, background_sync_interval)
+    ON aidb.pipeline_registry TO aidb_users;
