@@ -431,8 +431,11 @@ def test_a_forged_destination_is_not_dropped_by_a_superusers_delete(cast, admin,
         precious = victim.execute(f"SELECT '{cast.victim}.precious'::regclass::oid").fetchone()[0]
     name = pipeline_name()
     create_chunk_pipeline(attacker, name, f"{cast.attacker}.src")
-    attacker.execute("UPDATE aidb.pipeline_registry SET destination = %s::oid::regclass "
-                     "WHERE name = %s", (precious, name))
+    forge = ("UPDATE aidb.pipeline_registry SET destination = %s::oid::regclass "
+             "WHERE name = %s", (precious, name))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        attacker.execute(*forge)
+    admin.execute(*forge)   # the row as a forgery would leave it: the next line of defence
     with pytest.raises(psycopg.errors.InsufficientPrivilege,
                        match=f"belongs to role {cast.victim}.*it is not dropped"):
         admin.execute("SELECT aidb.delete_pipeline(%s, drop_destination => true)", (name,))
@@ -448,8 +451,10 @@ def test_a_forged_model_never_spends_another_users_credentials(cast, admin, atta
     create_chunk_pipeline(attacker, name, f"{cast.attacker}.src")
     steps = ('[{"operation": "KnowledgeBase", "options": {"model": "%s", "data_format": "Text", '
              '"distance_operator": "L2"}}]' % f"{cast.victim}_model")
-    attacker.execute("UPDATE aidb.pipeline_registry SET steps = %s::jsonb WHERE name = %s",
-                     (steps, name))
+    forge = ("UPDATE aidb.pipeline_registry SET steps = %s::jsonb WHERE name = %s", (steps, name))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        attacker.execute(*forge)
+    admin.execute(*forge)   # the row as a forgery would leave it: the next line of defence
     sent = model_server.state()["requests_total"]
     admin.execute("SELECT aidb.run_pipeline(%s)", (name,))
     assert model_server.state()["requests_total"] == sent

@@ -171,16 +171,21 @@ def test_forged_registry_writes_do_not_reach_other_users_pipelines(cast, admin):
                   "VALUES (%s, 'test', 'RecordTemporary', 'the victim''s') ON CONFLICT DO NOTHING",
                   (victims,))
     with cast.session(cast.attacker) as attacker:
-        for statement in ("UPDATE aidb.pipeline_registry SET batch_size = 1, source_filter = 'false' "
-                          "WHERE name = 'victims'",
+        for statement in ("UPDATE aidb.pipeline_registry SET batch_size = 1 WHERE name = 'victims'",
                           "DELETE FROM aidb.pipeline_registry WHERE name = 'victims'",
                           "DELETE FROM aidb.pipeline_run_stats WHERE pipeline_id = %(victims)s",
                           "UPDATE aidb.pipeline_error_log SET message = 'x' "
                           "WHERE pipeline_id = %(victims)s"):
             assert attacker.execute(statement, {"victims": victims}).rowcount == 0
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-            attacker.execute("UPDATE aidb.pipeline_registry SET owner_role = %s::regrole "
-                             "WHERE name = 'attackers'", (cast.victim,))
+        # What aidb built a pipeline's objects from cannot change after creation,
+        # not even on the attacker's own row.
+        for column, value in (("owner_role", f"{cast.victim}"), ("source_filter", "false"),
+                              ("destination", "pg_catalog.pg_class"), ("steps", "[]")):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                               match="permission denied for table pipeline_registry"):
+                attacker.execute(sql.SQL("UPDATE aidb.pipeline_registry SET {} = %s "
+                                         "WHERE name = 'attackers'").format(sql.Identifier(column)),
+                                 (value,))
     assert snapshot(admin, "victims") == before
     assert admin.execute("SELECT message FROM aidb.pipeline_error_log WHERE pipeline_id = %s",
                          (victims,)).fetchall() == [("the victim's",)]
