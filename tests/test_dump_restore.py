@@ -56,3 +56,10 @@ def test_dump_and_restore_keep_pipelines_and_their_pending_work(cluster, dbname,
         run_pipeline(restored)       # needs the restored credentials (the server checks the key)
         assert metrics(restored)["Status"] == "UpToDate"
         assert assert_consistent(restored) == 14
+        # The id sequence came back too: a new pipeline gets a new id.
+        restored.execute("CREATE TABLE more_docs (id int PRIMARY KEY, body text)")
+        restored.execute("INSERT INTO more_docs VALUES (1, 'after the restore')")
+        create_pipeline(restored, "p2", source="more_docs")
+        run_pipeline(restored, "p2")
+        assert assert_consistent(restored, "p2") == 1
+        assert assert_consistent(restored) == 14
