@@ -23,7 +23,8 @@ import traceback
 from common import (RESULTS_DIR, ROOT, machine_info, markdown_table, save_json, summary_row,
                     utc_date)
 
-BENCHMARKS = ("drain", "write_overhead", "local_pipeline", "freshness", "scale", "retrieve")
+BENCHMARKS = ("drain", "write_overhead", "local_pipeline", "freshness", "scale", "retrieve",
+              "backlog_size")
 
 
 def main():
