@@ -306,11 +306,13 @@ def test_an_owner_cannot_lend_another_users_key_to_readers(cluster, dbname, peop
                          "step_1_options => aidb.knowledge_base_config('their_model'))")
             conn.execute("SELECT aidb.run_pipeline('theirs')")
             sent = requests_sent(model_server)
-            try:
-                conn.execute("UPDATE aidb.pipeline_registry SET steps = jsonb_set(steps, '{-1,options,model}', "
-                             "to_jsonb(%s::text)) WHERE name = 'theirs'", (MODEL,))
-            except psycopg.errors.InsufficientPrivilege:
-                pass            # the registry is closed to direct writes: nothing to lend
+            forge = ("UPDATE aidb.pipeline_registry SET steps = jsonb_set(steps, "
+                     f"'{{-1,options,model}}', to_jsonb('{MODEL}'::text)) WHERE name = 'theirs'")
+            # The registry is closed to such writes; the row as a forgery would
+            # leave it is made by a superuser, to test the next defence.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(forge)
+            cluster.psql(forge, dbname=dbname)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 retrieve(conn, 1, name="theirs")
             assert requests_sent(model_server) == sent

@@ -62,7 +62,7 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
         db.execute(BatchQueries(pipeline).hold_source)
     pending = _pending(db, pipeline) if progress else 0
     cursor = cursor or ClaimCursor()
-    batches, last_report, rewound = 0, started, False
+    batches, last_report, rewound, last_claimed = 0, started, False, None
     while max_batches is None or batches < max_batches:
         try:
             with db.savepoint():
@@ -71,6 +71,7 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
             summary.error = exc
             _record_failure(db, pipeline, exc)
             break
+        last_claimed = result.claimed
         if not result.claimed:
             # Once per run, go back to the first page: rows may have landed
             # before the cursor. More would loop on keys others hold.
@@ -89,8 +90,12 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
     summary.seconds = time.monotonic() - started
     if summary.error is None and summary.processed:
         error_log.clear_pipeline_errors(db, pipeline.id)
-        if _backlog_empty(db, pipeline):
-            ensure_vector_index(db, pipeline)     # once the (initial) backlog is drained
+    # Once the (initial) backlog is drained. Asked only after a short claim:
+    # the emptiness check scans the backlog's emptied pages, a cost that grows
+    # with what a backfill drained if paid after every full batch.
+    drained = last_claimed is not None and last_claimed < pipeline.batch_size
+    if summary.error is None and drained and _backlog_empty(db, pipeline):
+        ensure_vector_index(db, pipeline)
     _save_stats(db, pipeline, summary, wait=max_batches is None)
     return summary
 
