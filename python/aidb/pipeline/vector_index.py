@@ -26,6 +26,13 @@ def ensure_vector_index(db, pipeline):
     facts = rows[0]
     if facts["exists"]:
         return index_name(pipeline)
+    # Several workers can finish the backlog at once: one builds the index
+    # (one advisory lock, held to the end of its transaction), the others go
+    # on without waiting and find it built next time.
+    if not db.query(_BUILDER, pipeline.id)[0]["ok"]:
+        return None
+    if db.query(_FACTS, index_name(pipeline), pipeline.destination)[0]["exists"]:
+        return index_name(pipeline)     # built and committed just before we got the lock
     if facts["dimensions"] > MAX_INDEXED_DIMENSIONS:
         db.notice(f'pipeline "{pipeline.name}": vector({facts["dimensions"]}) has more dimensions '
                   f"than a {kind} index supports ({MAX_INDEXED_DIMENSIONS}); queries scan exactly")
@@ -38,6 +45,9 @@ def ensure_vector_index(db, pipeline):
     db.notice(f'pipeline "{pipeline.name}": built the {kind} index {index_name(pipeline)}')
     return index_name(pipeline)
 
+
+# The advisory lock of "building pipeline <id>'s vector index" (class 0x41494458, 'AIDX').
+_BUILDER = "SELECT pg_catalog.pg_try_advisory_xact_lock(1095320664, %s::pg_catalog.int4) AS ok"
 
 # Whether the index exists already, the embedding's dimensions, and the
 # schema of pgvector's operator classes (the engine's search_path is
