@@ -162,7 +162,7 @@ REJECTED = [
     case("openai_embeddings", {"model": MODEL, "max_concurrent_requests": 1000},
          message='"max_concurrent_requests" must be at most 64'),
     case("openai_embeddings", {"model": MODEL, "timeout": "60"},
-         message='"timeout" must be a positive number of seconds'),
+         message='"timeout" must be a number of seconds greater than 0 and at most 3600'),
     case("openai_embeddings", {"model": MODEL, "max_retries": -1},
          message='"max_retries" must be an integer of at least 0'),
     case("openai_embeddings", {"model": MODEL, "colour": "red"},
