@@ -86,7 +86,6 @@ typedef struct AidbShared
 {
 	LWLock	   *lock;			/* held for loads and stores only */
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
-	pid_t		launcher_pid;
 	uint64		scan_generation;
 	uint64		publish_seq;	/* counts commit-time publishes of registry changes */
 	bool		rescan_all;

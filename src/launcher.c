@@ -452,11 +452,8 @@ static void
 launcher_exit(int code, Datum arg)
 {
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
-	if (aidb_shared->launcher_pid == MyProcPid)
-	{
-		aidb_shared->launcher_pid = 0;
+	if (aidb_shared->launcher_latch == MyLatch)
 		aidb_shared->launcher_latch = NULL;
-	}
 	LWLockRelease(aidb_shared->lock);
 }
 
@@ -476,7 +473,6 @@ aidb_launcher_main(Datum arg)
 
 	on_shmem_exit(launcher_exit, 0);
 	LWLockAcquire(aidb_shared->lock, LW_EXCLUSIVE);
-	aidb_shared->launcher_pid = MyProcPid;
 	aidb_shared->launcher_latch = MyLatch;
 	aidb_shared->rescan_all = true;
 	LWLockRelease(aidb_shared->lock);
