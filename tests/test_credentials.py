@@ -424,22 +424,23 @@ def echo_server():
 
 
 @pytest.fixture(scope="module")
-def echo_db(cluster):
+def echo_conn(cluster):
+    """One session for all the cases: each new backend would load the engine anew."""
     with scratch_database(cluster, "t_echo_", template="aidb_template") as name:
-        yield name
+        with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+            yield conn
 
 
 @pytest.mark.parametrize("form", sorted(FORMS) + ["split across lines"])
 @pytest.mark.parametrize("status", ["401", "400", "500"])
-def test_a_key_echoed_by_the_provider_never_reaches_an_error_or_the_log(cluster, echo_db,
+def test_a_key_echoed_by_the_provider_never_reaches_an_error_or_the_log(cluster, echo_conn,
                                                                         echo_server, form, status):
     name = f"echo-{status}-{form}"
-    with psycopg.connect(cluster.dsn(echo_db), autocommit=True) as conn:
-        conn.execute("SELECT aidb.create_model(%s, 'openai_embeddings', %s, %s)",
-                     (name, Jsonb({"model": f"{status} {form}", "url": echo_server + "/v1",
-                                   "max_retries": 0, "timeout": 5}),
-                      Jsonb({"api_key": ECHOED_KEY})))
-        error = sql_error(conn, "SELECT aidb.encode_text(%s, 'x')", (name,))
+    echo_conn.execute("SELECT aidb.create_model(%s, 'openai_embeddings', %s, %s)",
+                      (name, Jsonb({"model": f"{status} {form}", "url": echo_server + "/v1",
+                                    "max_retries": 0, "timeout": 5}),
+                       Jsonb({"api_key": ECHOED_KEY})))
+    error = sql_error(echo_conn, "SELECT aidb.encode_text(%s, 'x')", (name,))
     text = error_text(error)
     # The provider's message stays, its quotes too; the key is masked whole.
     assert re.search(r"invalid key [b'\"]*\[REDACTED\]['\"]* for this model", text), text
