@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.support.common import wait_for
+from tests.support.common import scratch_database, wait_for
 from tests.support.generated_sources import (
     KEY_TYPES, Source, assert_destination_matches, create_chunk_pipeline, create_source)
 from tests.support.workers import drained, metrics
@@ -132,10 +132,20 @@ NULL_CALLS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def refusing_conn(cluster):
+    """One session for the calls that are all refused (changing nothing):
+    each new backend would load the engine anew."""
+    with scratch_database(cluster, "t_null_", template="aidb_template") as name:
+        with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+            conn.execute("SET client_min_messages = warning")
+            yield conn
+
+
 @pytest.mark.parametrize("statement,message", NULL_CALLS, ids=[s for s, _ in NULL_CALLS])
-def test_null_names_are_refused_by_name(quiet, statement, message):
+def test_null_names_are_refused_by_name(refusing_conn, statement, message):
     with pytest.raises(psycopg.Error) as raised:
-        quiet.execute(statement)
+        refusing_conn.execute(statement)
     error = raised.value.diag.message_primary
     assert message in error, error
     assert "None" not in error and "<NULL>" not in error and "internal error" not in error, error
