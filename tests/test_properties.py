@@ -99,6 +99,7 @@ def operations(pool_size):
         st.tuples(st.just("run")),
         st.tuples(st.just("crash_run")),
         st.tuples(st.just("run_beside_open_delete"), key, data_values()),
+        st.tuples(st.just("mode"), st.sampled_from(["Live", "Disabled"])),
     )
     return st.lists(op, min_size=1, max_size=14)
 
@@ -109,6 +110,7 @@ class Scenario:
     def __init__(self, conn, connect, source, pool, name):
         self.conn, self.connect, self.source, self.pool, self.name = conn, connect, source, pool, name
         self.runs = 0
+        self.live = False
 
     def key(self, index):
         return None if index is None else self.pool[index]
@@ -129,6 +131,12 @@ class Scenario:
             return False
 
     def apply(self, operation):
+        self.dispatch(operation)
+        if self.live and self.source.kind != "view" and operation[0] not in ("run", "crash_run", "mode", "run_beside_open_delete"):
+            # Live: the statement's own transaction brought the destination in step.
+            self.check(f"Live, after {operation[0]}")
+
+    def dispatch(self, operation):
         s = self.source
         kind = operation[0]
         note(f"{kind} {operation[1:]!r}"[:300])
@@ -175,6 +183,16 @@ class Scenario:
             self.rename(operation[1], operation[2])
         elif kind == "run":
             self.run_and_check()
+        elif kind == "mode":
+            # Live: every later statement is processed in its own transaction
+            # (the switch drains the backlog first); the checks hold as well.
+            # A view has no triggers: Live means nothing until the next run
+            # (test_live_on_a_view_is_refused).
+            self.conn.execute("SELECT aidb.update_pipeline(%s, %s)", (self.name, operation[1]))
+            self.live = operation[1] == "Live"
+            if self.live:
+                self.check("after switching to Live")
+            event(f"switched to {operation[1]}")
         elif kind == "run_beside_open_delete":
             self.run_beside_open_delete(self.key(operation[1]), operation[2])
         elif kind == "crash_run":
@@ -208,7 +226,7 @@ class Scenario:
                 s.read_from, sql.Identifier(old), sql.Identifier(new))):
             setattr(s, what, new)
             if s.kind == "view":        # the base table's column keeps its name
-                s.base_names[what] = old
+                s.base_names.setdefault(what, old)
 
     def run_and_check(self):
         self.runs += 1
@@ -357,26 +375,26 @@ def quiet_conn(conn):
     return conn
 
 
-@examples(ci=120)
+@examples(ci=80)
 @given(scenario=scenarios(kinds=("table",)))
 def test_tables_stay_consistent(quiet_conn, connect, scenario):
     play(quiet_conn, connect, scenario)
 
 
-@examples(ci=50)
+@examples(ci=35)
 @given(scenario=scenarios(kinds=("partitioned",)))
 def test_partitioned_tables_stay_consistent(quiet_conn, connect, scenario):
     play(quiet_conn, connect, scenario)
 
 
-@examples(ci=50)
+@examples(ci=35)
 @given(scenario=scenarios(kinds=("view",)))
 def test_views_stay_consistent(quiet_conn, connect, scenario):
     play(quiet_conn, connect, scenario)
 
 
 @pytest.mark.parametrize("key_type", sorted(KEY_TYPES))
-@examples(ci=6)
+@examples(ci=5)
 @given(data=st.data())
 def test_every_key_type(quiet_conn, connect, key_type, data):
     """A few examples of each key type, so that none is left to chance."""
@@ -426,3 +444,19 @@ def test_a_key_held_by_an_open_delete_does_not_make_the_run_spin(quiet_conn, con
     ops = [("insert", [(0, "long text here", None)]), ("insert", [(1, "x", None)]), ("run",),
            ("run_beside_open_delete", 0, None), ("run_beside_open_delete", 1, "y z")]
     play(quiet_conn, connect, (source, [0, 1], ([], ops), 5, "chars", "open_delete"))
+
+
+@pytest.mark.xfail(reason="manage.py accepts Live for a view source, which has no triggers: "
+                          "its changes then wait for a run, silently", strict=False)
+def test_live_on_a_view_is_refused(quiet_conn):
+    """Found by the search: a view source switched to Live was accepted, and
+    the view's changes never reached the destination until a run. A volume
+    source is refused Live with a hint; a view should be too."""
+    quiet_conn.execute("CREATE TABLE base (id int PRIMARY KEY, body text)")
+    quiet_conn.execute("CREATE VIEW v AS SELECT id, body FROM base")
+    quiet_conn.execute("SELECT aidb.create_pipeline('pv', 'v', source_key_column => 'id', "
+                       "source_data_column => 'body', step_1 => 'ChunkText', "
+                       "step_1_options => aidb.chunk_text_config(5))")
+    with pytest.raises(psycopg.Error) as raised:
+        quiet_conn.execute("SELECT aidb.update_pipeline('pv', 'Live')")
+    assert "view" in raised.value.diag.message_primary
