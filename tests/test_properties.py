@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, event as hypothesis_event, given, note as hy
 from hypothesis.control import currently_in_test_context
 from psycopg import sql
 
-from conftest import wait_for
+from tests.support.common import wait_for
 from tests.support.generated_sources import (
     KEY_TYPES, SOURCE_KINDS, Source, assert_destination_matches, create_chunk_pipeline,
     create_source, data_values, identifiers, sources)
