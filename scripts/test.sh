@@ -16,8 +16,8 @@
 # on 15 alone (after its setup), without pg_regress (scripts/regress.sh) and
 # the other majors unless AIDB_TEST_MAJORS names them. The fast loop skips
 # the tests marked slow (the local model's torch, crashes and restarts,
-# large backlogs, Docker builds): 685 tests in 3 min 46 s on two cores that
-# other test runs shared (the whole suite: 13 min 30 s):
+# large backlogs, Docker builds): 685 tests in 2 min 40 s on two cores
+# (3 min 46 s while other test runs shared them; the whole suite: 13.5 min):
 #
 #   scripts/test.sh -m 'not slow'
 #   scripts/test.sh -m 'not slow' -k models     # and narrower still
