@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -105,6 +106,8 @@ extern void aidb_set_entry(AidbPipelineEntry *entry, Oid owner, bool can_login,
 extern void aidb_request_rescan(Oid dboid, bool wake_launcher);
 extern void aidb_wake_launcher(void);
 extern const char *aidb_worker_state_code(AidbWorkerState state);
+extern Datum aidb_worker_record(FunctionCallInfo fcinfo,
+								const char *(*name) (AidbWorkerState));
 extern void aidb_request_wakeup(int32 pipeline_id, bool urgent);
 
 /* ---- background workers ---- */

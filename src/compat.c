@@ -92,39 +92,5 @@ state_words_0_1(AidbWorkerState state)
 Datum
 aidb_worker_state(PG_FUNCTION_ARGS)
 {
-	int32		pipeline_id = PG_GETARG_INT32(0);
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {true, true, true, true};
-	AidbPipelineEntry copy;
-	AidbPipelineEntry *entry = NULL;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE || tupdesc->natts != 4)
-		elog(ERROR, "aidb._worker_state (0.1.0) must return a record of 4 columns");
-	if (aidb_shared != NULL)
-	{
-		LWLockAcquire(aidb_shared->lock, LW_SHARED);
-		entry = aidb_find_entry(MyDatabaseId, pipeline_id);
-		if (entry)
-			copy = *entry;
-		LWLockRelease(aidb_shared->lock);
-	}
-	if (entry && copy.wanted && state_words_0_1(copy.state))
-	{
-		values[0] = CStringGetTextDatum(state_words_0_1(copy.state));
-		nulls[0] = false;
-		if (copy.pid > 0)
-		{
-			values[1] = Int32GetDatum(copy.pid);
-			nulls[1] = false;
-		}
-		if (copy.last_batch != 0)
-		{
-			values[2] = TimestampTzGetDatum(copy.last_batch);
-			nulls[2] = false;
-			values[3] = Float8GetDatum(copy.rows_per_second);
-			nulls[3] = false;
-		}
-	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+	return aidb_worker_record(fcinfo, state_words_0_1);
 }

@@ -414,6 +414,51 @@ aidb_publish_pipeline(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The (state, pid, last_batch, rows_per_second) record of a pipeline's
+ * worker as the shared table knows it, the state named by `name` (NULL: no
+ * row values); shared by aidb._worker_entry and 0.1.0's aidb._worker_state.
+ */
+Datum
+aidb_worker_record(FunctionCallInfo fcinfo, const char *(*name) (AidbWorkerState))
+{
+	int32		pipeline_id = PG_GETARG_INT32(0);
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {true, true, true, true};
+	AidbPipelineEntry copy;
+	AidbPipelineEntry *entry = NULL;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE || tupdesc->natts != 4)
+		elog(ERROR, "aidb's worker state function must return a record of 4 columns");
+	if (aidb_shared != NULL)
+	{
+		LWLockAcquire(aidb_shared->lock, LW_SHARED);
+		entry = aidb_find_entry(MyDatabaseId, pipeline_id);
+		if (entry)
+			copy = *entry;
+		LWLockRelease(aidb_shared->lock);
+	}
+	if (entry && copy.wanted && name(copy.state))
+	{
+		values[0] = CStringGetTextDatum(name(copy.state));
+		nulls[0] = false;
+		if (copy.pid > 0)
+		{
+			values[1] = Int32GetDatum(copy.pid);
+			nulls[1] = false;
+		}
+		if (copy.last_batch != 0)
+		{
+			values[2] = TimestampTzGetDatum(copy.last_batch);
+			nulls[2] = false;
+			values[3] = Float8GetDatum(copy.rows_per_second);
+			nulls[3] = false;
+		}
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
  * aidb._worker_entry(pipeline_id) -> (code, pid, last_batch, rows_per_second):
  * the worker of a Background pipeline as the shared table knows it. The
  * state goes out as its code (aidb_worker_state_code); aidb._worker_state
@@ -422,39 +467,5 @@ aidb_publish_pipeline(PG_FUNCTION_ARGS)
 Datum
 aidb_worker_entry(PG_FUNCTION_ARGS)
 {
-	int32		pipeline_id = PG_GETARG_INT32(0);
-	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {true, true, true, true};
-	AidbPipelineEntry copy;
-	AidbPipelineEntry *entry;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "aidb._worker_entry must return a record");
-	if (aidb_shared != NULL)
-	{
-		LWLockAcquire(aidb_shared->lock, LW_SHARED);
-		entry = aidb_find_entry(MyDatabaseId, pipeline_id);
-		if (entry)
-			copy = *entry;
-		LWLockRelease(aidb_shared->lock);
-		if (entry && copy.wanted && aidb_worker_state_code(copy.state))
-		{
-			values[0] = CStringGetTextDatum(aidb_worker_state_code(copy.state));
-			nulls[0] = false;
-			if (copy.pid > 0)
-			{
-				values[1] = Int32GetDatum(copy.pid);
-				nulls[1] = false;
-			}
-			if (copy.last_batch != 0)
-			{
-				values[2] = TimestampTzGetDatum(copy.last_batch);
-				nulls[2] = false;
-				values[3] = Float8GetDatum(copy.rows_per_second);
-				nulls[3] = false;
-			}
-		}
-	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+	return aidb_worker_record(fcinfo, aidb_worker_state_code);
 }
