@@ -345,8 +345,8 @@ DECLARE
     changed text := CASE WHEN p.source_filter IS NULL
         THEN format('o.%1$I::pg_catalog.text IS DISTINCT FROM n.%1$I::pg_catalog.text',
                     p.source_data_column)
-        ELSE 'pg_catalog.row_to_json(o)::pg_catalog.text IS DISTINCT FROM '
-             'pg_catalog.row_to_json(n)::pg_catalog.text' END;
+        ELSE 'pg_catalog.row_to_json(o.*)::pg_catalog.text IS DISTINCT FROM '
+             'pg_catalog.row_to_json(n.*)::pg_catalog.text' END;
     gone text := format('(SELECT o.%1$s AS k FROM aidb_old o WHERE o.%1$s IS NOT NULL AND NOT EXISTS '
                         '(SELECT FROM aidb_new n WHERE n.%1$s %2$s o.%1$s))', key, equals);
 BEGIN
