@@ -287,6 +287,51 @@ def test_latency(client, control):
     control.set_latency(0)
 
 
+def _embed_at_once(server_url, count):
+    """`count` requests sent together from as many threads; seconds until all answered."""
+    def one():
+        with openai.OpenAI(base_url=server_url + "/v1", api_key=KEY, max_retries=0,
+                           timeout=30) as c:
+            embed_ok(c)
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
+def test_max_concurrent_queues_the_rest(server_url, control):
+    # 6 requests, 2 slots, 300 ms each: three waves, never more than 2 served at once.
+    control.configure(latency_ms=300, max_concurrent=2)
+    elapsed = _embed_at_once(server_url, 6)
+    state = control.state()
+    assert elapsed >= 0.9
+    assert state["peak_active"] == 2
+    assert state["peak_queued"] >= 3
+    assert state["active"] == state["queued"] == 0
+    assert state["requests"]["/v1/embeddings"] == 6
+    # No limit: the same requests overlap.
+    control.reset()
+    control.set_latency(300)
+    assert control.state()["max_concurrent"] is None
+    _embed_at_once(server_url, 6)
+    assert control.state()["peak_active"] >= 3
+
+
+def test_raising_max_concurrent_frees_queued_requests(server_url, control):
+    control.configure(latency_ms=0, max_concurrent=1, fault="hang")
+    done = threading.Thread(target=_embed_at_once, args=(server_url, 2))
+    done.start()
+    wait_until(lambda: control.state()["queued"] == 1, what="the second request to queue")
+    control.configure(max_concurrent=2)          # the queued one gets a slot: both hang now
+    wait_until(lambda: control.state()["active"] == 2, what="both requests served")
+    control.set_fault("none")
+    done.join(timeout=10)
+    assert not done.is_alive()
+
+
 def test_invalid_control_requests_are_rejected(control):
     with pytest.raises(ValueError, match="fault must be one of"):
         control.set_fault("explode")
@@ -294,6 +339,9 @@ def test_invalid_control_requests_are_rejected(control):
         control.configure(count=2)
     with pytest.raises(ValueError, match="count"):
         control.set_fault("http500", count=0)
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="max_concurrent"):
+            control.configure(max_concurrent=bad)
 
 
 # --------------------------------------------------------------------------

@@ -18,10 +18,12 @@ Endpoints
          "retry_after": seconds,   # 429 only: sent as the Retry-After header (omitted if null)
          "hang_seconds": seconds,  # hang only: how long a request hangs (default 3600)
          "latency_ms": ms,         # added to every API request until changed (null = 0)
+         "max_concurrent": N|null, # API requests served at once; the rest queue (null = no limit)
          "api_key": "K"|null}      # key now required on /v1 routes (null = no auth)
         Absent keys keep their value; count/retry_after/hang_seconds need "fault"
         and reset to their defaults whenever "fault" is given.
   POST /_control/reset       clear counters, faults and latency; restore the startup key
+                             and the startup concurrency limit
 
 Behaviour
   * /v1 routes require "Authorization: Bearer <key>" when a key is set (401
@@ -53,9 +55,15 @@ Behaviour
     benchmark warmed with its texts measures its client, not this server's
     CPU (hashing and float formatting cost milliseconds per request).
     state()["cached_vectors"] counts the entries (null without --cache).
+  * --max-concurrent N (max_concurrent): a real inference server runs a fixed
+    number of requests at once (its batch slots, GPUs or worker processes)
+    and queues the rest. Here at most N API requests are inside their latency
+    and answer at a time; the others wait in arrival order for a slot. The
+    wait is on top of latency_ms, as it is for a client of a busy server.
+    state() shows "active", "queued" and their peaks since the last reset.
 
 Run:  python tests/support/model_server.py --port 0 --api-key K --dims 8 \
-          --reject-model bad-model --port-file PATH [--cache]
+          --reject-model bad-model --port-file PATH [--cache] [--max-concurrent N]
 Python:  with ModelServer(api_key="K") as srv: ... srv.url, srv.set_fault("http500", count=1)
 Other process:  ModelServerControl(url).set_fault("hang"), .reset(), .state()
 """
@@ -99,7 +107,8 @@ POISON_MARKER = "POISON"
 DEFAULT_HANG_SECONDS = 3600.0
 RECENT_LIMIT = 50          # requests kept in state()["recent"]
 MAX_BATCH = 2048           # OpenAI's limit on inputs per embeddings request
-_CONTROL_KEYS = {"fault", "count", "retry_after", "hang_seconds", "latency_ms", "api_key"}
+_CONTROL_KEYS = {"fault", "count", "retry_after", "hang_seconds", "latency_ms", "api_key",
+                 "max_concurrent"}
 _FAULT_DETAIL_KEYS = ("count", "retry_after", "hang_seconds")
 
 
@@ -266,14 +275,18 @@ def _validate_control(body: Any) -> None:
             raise ValueError(f"{key} must be a non-negative number or null")
     if body.get("api_key") is not None and not isinstance(body["api_key"], str):
         raise ValueError("api_key must be a string or null")
+    limit = body.get("max_concurrent")
+    if limit is not None and not (_is_int(limit) and limit >= 1):
+        raise ValueError("max_concurrent must be a positive integer or null")
 
 
 class _Backend:
     """Everything the request handlers share; all mutable fields guarded by lock."""
 
     def __init__(self, api_key: str | None, dims: int, reject_models, model_dims, max_batch: int,
-                 cache: bool = False):
+                 cache: bool = False, max_concurrent: int | None = None):
         self.initial_api_key = self.api_key = api_key
+        self.initial_max_concurrent = max_concurrent
         self.dims = dims
         self.reject_models = frozenset(reject_models)
         self.model_dims = {**MODEL_DIMS, **(model_dims or {})}
@@ -283,6 +296,10 @@ class _Backend:
         self._wake = threading.Event()      # set (then replaced) to release hanging requests
         self._connections: set[socket.socket] = set()
         self.in_flight = 0                  # a gauge: reset() leaves it alone
+        self.active = 0                     # requests holding a slot (gauge)
+        self.queued = 0                     # requests waiting for one (gauge)
+        self._slot_freed = threading.Condition(self.lock)
+        self._next_ticket = self._serving_ticket = 0   # first come, first served
         # (model, dims, encoding, text) -> _RawJSON; reset() keeps it (it is not state
         # a test changes, only work saved). Plain dict operations are atomic under the GIL.
         self.vector_cache: dict[tuple, _RawJSON] | None = {} if cache else None
@@ -293,6 +310,8 @@ class _Backend:
         self.plan = _FaultPlan()
         self.latency_ms = 0.0
         self.api_key = self.initial_api_key
+        self.max_concurrent = self.initial_max_concurrent
+        self.peak_active = self.peak_queued = 0
         self.requests: dict[str, int] = {}
         self.inputs_embedded = 0
         self.faults_injected = 0
@@ -314,12 +333,16 @@ class _Backend:
                 self.latency_ms = body["latency_ms"] or 0.0
             if "api_key" in body:
                 self.api_key = body["api_key"]
+            if "max_concurrent" in body:
+                self.max_concurrent = body["max_concurrent"]
+                self._slot_freed.notify_all()      # a higher limit frees queued requests
         return self.state()
 
     def reset(self) -> dict:
         with self.lock:
             self._clear()
             self._release_hangers()
+            self._slot_freed.notify_all()
         return self.state()
 
     def state(self) -> dict:
@@ -332,6 +355,9 @@ class _Backend:
                 "requests": dict(self.requests), "requests_total": sum(self.requests.values()),
                 "inputs_embedded": self.inputs_embedded, "faults_injected": self.faults_injected,
                 "in_flight": self.in_flight, "recent": list(self.recent),
+                "max_concurrent": self.max_concurrent, "active": self.active,
+                "queued": self.queued, "peak_active": self.peak_active,
+                "peak_queued": self.peak_queued,
                 "cached_vectors": None if self.vector_cache is None else len(self.vector_cache),
             }
 
@@ -354,6 +380,29 @@ class _Backend:
                     self.plan = _FaultPlan()
             self.faults_injected += 1
             return replace(plan), self._wake
+
+    def acquire_slot(self) -> None:
+        """Wait, in arrival order, until fewer than max_concurrent requests
+        are being served (at once without a limit, or when stopping)."""
+        with self.lock:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self.queued += 1
+            self.peak_queued = max(self.peak_queued, self.queued)
+            while not self.stopping.is_set() and (
+                    ticket != self._serving_ticket
+                    or (self.max_concurrent is not None and self.active >= self.max_concurrent)):
+                self._slot_freed.wait(0.5)       # stop() does not notify: re-check now and then
+            self._serving_ticket += 1
+            self._slot_freed.notify_all()        # the next ticket may fit too
+            self.queued -= 1
+            self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
+
+    def release_slot(self) -> None:
+        with self.lock:
+            self.active -= 1
+            self._slot_freed.notify_all()
 
     def delay(self) -> None:
         """The configured per-request latency (cut short by stop())."""
@@ -659,15 +708,19 @@ class _Handler(BaseHTTPRequestHandler):
         body = _json_object(raw)
         if body is not None:
             record.update(model=body.get("model"), inputs=_count_inputs(body))
-        self.server.backend.delay()
+        backend = self.server.backend
+        backend.acquire_slot()
         status, headers = 200, None
         try:
+            backend.delay()
             if self._inject_fault(record):
                 return None  # drop the connection: nothing to send
             payload = self._call_route(route, path, body)
         except ApiError as err:
             status, headers = err.status, err.headers
             payload = err.payload(route.flavor if route else "openai")
+        finally:
+            backend.release_slot()
         record["status"], record["answered"] = status, time.monotonic()
         return status, payload, headers
 
@@ -775,6 +828,10 @@ class _ControlAPI:
     def set_latency(self, latency_ms: float) -> dict:
         return self.configure(latency_ms=latency_ms)
 
+    def set_max_concurrent(self, limit: int | None) -> dict:
+        """Serve at most `limit` API requests at once, queueing the rest (None = no limit)."""
+        return self.configure(max_concurrent=limit)
+
     def set_api_key(self, api_key: str | None) -> dict:
         """Require a different key on /v1 routes (None = no authentication)."""
         return self.configure(api_key=api_key)
@@ -785,9 +842,11 @@ class ModelServer(_ControlAPI):
 
     def __init__(self, port: int = 0, api_key: str | None = None, dims: int = 8,
                  reject_models=(), model_dims: dict[str, int] | None = None,
-                 host: str = "127.0.0.1", max_batch: int = MAX_BATCH, cache: bool = False):
+                 host: str = "127.0.0.1", max_batch: int = MAX_BATCH, cache: bool = False,
+                 max_concurrent: int | None = None):
         self._address = (host, port)
-        self._backend = _Backend(api_key, dims, reject_models, model_dims, max_batch, cache)
+        self._backend = _Backend(api_key, dims, reject_models, model_dims, max_batch, cache,
+                                 max_concurrent)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -892,6 +951,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=MAX_BATCH)
     parser.add_argument("--cache", action="store_true",
                         help="render each OpenAI embedding once, then serve it from memory")
+    parser.add_argument("--max-concurrent", type=int, metavar="N",
+                        help="serve at most N API requests at once; the rest queue (no limit)")
     parser.add_argument("--port-file", help="write the bound port here once listening")
     return parser.parse_args(argv)
 
@@ -911,7 +972,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     server = ModelServer(port=args.port, api_key=args.api_key, dims=args.dims,
                          reject_models=args.reject_model, model_dims=dict(args.model_dims),
-                         host=args.host, max_batch=args.max_batch, cache=args.cache).start()
+                         host=args.host, max_batch=args.max_batch, cache=args.cache,
+                         max_concurrent=args.max_concurrent).start()
     print(f"listening on {server.url}", flush=True)
     if args.port_file:
         _write_port_file(args.port_file, server.port)
