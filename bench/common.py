@@ -171,21 +171,26 @@ def fresh_database(cluster, name):
 # --- the OpenAI-compatible test server --------------------------------------------------------
 
 @contextlib.contextmanager
-def model_server(api_key, dims=8, cache=True):
+def model_server(api_key, dims=8, cache=True, max_concurrent=None):
     """tests/support/model_server.py in its own process (its CPU must not
     share this process's GIL), with the response cache on unless told
-    otherwise. Yields its control handle, with the base URL as `.url`."""
+    otherwise, serving at most `max_concurrent` requests at once (the rest
+    queue, as on a real inference server; None: no limit). Yields its
+    control handle, with the base URL as `.url` and the process id as `.pid`."""
     from tests.support.model_server import ModelServerControl
     with tempfile.TemporaryDirectory(prefix="aidb-bench-") as scratch:
         port_file = os.path.join(scratch, "port")
         command = [DEV_PYTHON, MODEL_SERVER, "--port", "0", "--port-file", port_file,
                    "--api-key", api_key, "--dims", str(dims)] + (["--cache"] if cache else [])
+        if max_concurrent:
+            command += ["--max-concurrent", str(max_concurrent)]
         log_path = os.path.join(scratch, "server.log")
         with running(command, log_path=log_path) as process:
             port = wait_for(lambda: _read_port(port_file, process, log_path), timeout=30,
                             message="the model server's port file")
             control = ModelServerControl(f"http://127.0.0.1:{port}")
             control.url = f"http://127.0.0.1:{port}"
+            control.pid = process.pid
             yield control
 
 

@@ -387,17 +387,23 @@ class _Backend:
         with self.lock:
             ticket = self._next_ticket
             self._next_ticket += 1
-            self.queued += 1
-            self.peak_queued = max(self.peak_queued, self.queued)
-            while not self.stopping.is_set() and (
-                    ticket != self._serving_ticket
-                    or (self.max_concurrent is not None and self.active >= self.max_concurrent)):
-                self._slot_freed.wait(0.5)       # stop() does not notify: re-check now and then
+            if self._must_wait(ticket):
+                self.queued += 1
+                self.peak_queued = max(self.peak_queued, self.queued)
+                while self._must_wait(ticket):
+                    self._slot_freed.wait(0.5)   # stop() does not notify: re-check now and then
+                self.queued -= 1
             self._serving_ticket += 1
             self._slot_freed.notify_all()        # the next ticket may fit too
-            self.queued -= 1
             self.active += 1
             self.peak_active = max(self.peak_active, self.active)
+
+    def _must_wait(self, ticket: int) -> bool:
+        """Earlier requests still wait, or every slot is taken (caller holds lock)."""
+        if self.stopping.is_set():
+            return False
+        return ticket != self._serving_ticket or (
+            self.max_concurrent is not None and self.active >= self.max_concurrent)
 
     def release_slot(self) -> None:
         with self.lock:
