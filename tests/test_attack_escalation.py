@@ -182,11 +182,27 @@ def test_a_superuser_running_and_reconciling_runs_owner_code_as_the_owner(cast, 
 
 def test_a_superuser_creating_updating_deleting_live_pipelines_lends_no_rights(cast, admin,
                                                                               attacker):
+    # A view cannot be Live (it has no triggers): refused before any of the
+    # attacker's code runs. Created Live over the attacker's table, the
+    # initial drain runs its filter, as the attacker.
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        create_chunk_pipeline(admin, pipeline_name(), f"{cast.attacker}.v",
+                              owner_role=cast.attacker, auto_processing="Live")
+    assert_ran_only_as_attacker(admin, cast, set())
     created = pipeline_name()
-    create_chunk_pipeline(admin, created, f"{cast.attacker}.v", owner_role=cast.attacker,
-                          auto_processing="Live")
+    create_chunk_pipeline(admin, created, f"{cast.attacker}.src", owner_role=cast.attacker,
+                          auto_processing="Live", source_filter=f"{cast.attacker}.spy('filter')",
+                          destination=f"{cast.attacker}.{created}_dest")
     assert destination_keys(admin, created) == set(range(1, 11))
-    assert_ran_only_as_attacker(admin, cast, {"view"}, session_role=SUPERUSER)
+    # (The filter ran in a savepoint rolled back at once: only its counter says so.)
+    assert spy_counts(admin, cast.attacker, clear=False)[0] > 0
+    assert_ran_only_as_attacker(admin, cast, set(), session_role=SUPERUSER)
+    # The superuser's write on the Live source runs the owner's destination trigger as the owner.
+    arm_destination(attacker, cast, created)
+    forget(admin, cast)
+    admin.execute(sql.SQL("UPDATE {}.src SET body = body || '?' WHERE id = 4")
+                  .format(sql.Identifier(cast.attacker)))
+    assert_ran_only_as_attacker(admin, cast, {"destination trigger"}, session_role=SUPERUSER)
     _, table = hostile_pipelines(cast, attacker)
     forget(admin, cast)
     admin.execute("SELECT aidb.update_pipeline(%s, 'Live')", (table,))

@@ -72,6 +72,39 @@ def test_dropping_the_data_column_is_refused(conn, fake_model):
     assert assert_consistent(conn) == 2
 
 
+@pytest.mark.parametrize("change", [
+    "ALTER TABLE docs RENAME COLUMN flag TO flagged",
+    "ALTER TABLE docs DROP COLUMN flag",
+    "ALTER TABLE docs ALTER COLUMN flag DROP DEFAULT, ALTER COLUMN flag TYPE int USING 1",
+    "ALTER VIEW docs_view RENAME COLUMN flag TO flagged",
+])
+def test_a_change_that_breaks_the_source_filter_is_refused(conn, fake_model, change):
+    """The filter is text (no recorded dependency on the columns it reads):
+    a rename, drop or type change that it would no longer parse after is
+    refused, naming the pipeline and its filter; nothing changes."""
+    create_docs(conn, [(1, "one"), (2, "two")])
+    conn.execute("ALTER TABLE docs ADD COLUMN flag boolean DEFAULT true")
+    conn.execute("UPDATE docs SET flag = false WHERE id = 2")
+    source = "docs"
+    if "VIEW" in change:
+        source = "docs_view"
+        conn.execute("CREATE VIEW docs_view AS SELECT id, body, flag FROM docs")
+    create_pipeline(conn, source=source, source_filter="flag", source_key_column="id")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist) as raised:
+        conn.execute(change)
+    assert raised.value.diag.message_primary.startswith(
+        'this change breaks the source_filter of pipeline "p"'), raised.value.diag.message_primary
+    assert raised.value.diag.message_detail == "The filter reads: flag"
+    assert "aidb.delete_pipeline('p')" in raised.value.diag.message_hint
+    assert conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass "
+                        "AND attname = 'flag' AND atttypid = 'bool'::regtype",
+                        (source,)).fetchone() == (1,)
+    # A column the filter does not read may still change.
+    conn.execute("ALTER TABLE docs RENAME COLUMN published_time TO published")
+    run_pipeline(conn)
+    assert conn.execute("SELECT source_key FROM p_embeddings").fetchall() == [(1,)]
+
+
 def test_a_dropped_source_blocks_its_pipeline_visibly(conn, fake_model):
     create_docs(conn, [(1, "one")])
     create_pipeline(conn, auto_processing="Background")

@@ -7,6 +7,9 @@
 --                                                 are rebuilt with the new names
 --   key column's type changed                     refused, naming the pipeline
 --   key or data column dropped                    refused, naming the pipeline
+--   a column the source_filter reads renamed,     refused, naming the pipeline
+--   dropped or changed so the filter no longer    and its filter
+--   parses
 --   new partition of a partitioned source         gets the capture triggers
 --   source or destination dropped                 the pipeline is Disabled and
 --                                                 blocked with an error that
@@ -64,6 +67,7 @@ BEGIN
     LOOP
         renamed := aidb._follow_renamed_columns(p, noted -> p.id::text);
         PERFORM aidb._check_key_type_unchanged(renamed);
+        PERFORM aidb._check_filter_still_parses(renamed);
         -- Only what a change calls for: rebuilding on every ALTER TABLE would
         -- re-enable capture triggers a table owner disabled, and would race
         -- pg_restore, which creates the same triggers itself a moment later.
@@ -177,6 +181,39 @@ BEGIN
                   HINT = format('Delete the pipeline, change the column, and create the pipeline '
                                 'again: SELECT aidb.delete_pipeline(%L);', p.name);
     END IF;
+END
+$$;
+
+-- A source_filter is text: PostgreSQL records no dependency of it on the
+-- columns it reads, so a rename or drop of one would leave every later
+-- batch failing with "column does not exist". After the change, the filter
+-- is parsed again (PREPARE: parse analysis only, never planned, so nothing
+-- of the owner's runs here with the definer's rights) and the change is
+-- refused if it no longer parses.
+CREATE FUNCTION aidb._check_filter_still_parses(p aidb.pipeline_registry) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp    -- the path the filter runs under
+    AS $$
+DECLARE
+    src record;
+    statement text := format('aidb_filter_check_%s', p.id);
+BEGIN
+    IF p.source_filter IS NULL OR p.source_kind = 'volume' THEN
+        RETURN;
+    END IF;
+    src := aidb._source_sql(p);
+    BEGIN
+        EXECUTE format('PREPARE %I AS SELECT FROM %s AS s WHERE %s', statement, src.source,
+                       src.filter);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'this change breaks the source_filter of pipeline "%": %', p.name, SQLERRM
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = format('The filter reads: %s', p.source_filter),
+                  HINT = format('Leave the columns the filter reads as they are, or delete the '
+                                'pipeline first and create it again with a new filter: '
+                                'SELECT aidb.delete_pipeline(%L);', p.name);
+    END;
+    EXECUTE format('DEALLOCATE %I', statement);
 END
 $$;
 

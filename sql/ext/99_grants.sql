@@ -109,7 +109,7 @@ $grants$;
 -- _create_bookkeeping, _define_owner_function, _source_sql,
 -- _create_source_functions, _create_destination_function, _capture_body,
 -- _capture_enqueue, _create_capture_triggers, _drop_pipeline_objects_unchecked,
--- _follow_renamed_columns, _column_now, _check_key_type_unchanged,
+-- _follow_renamed_columns, _column_now, _check_key_type_unchanged, _check_filter_still_parses,
 -- _built_names_changed, _partition_lacks_capture).
 
 -- A pipeline's registry row, once created, may change only in what

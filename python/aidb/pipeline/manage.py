@@ -32,6 +32,7 @@ def create_pipeline(db, args, model_loader):
         origin = _volume_origin(db, args)
     else:
         origin = _table_origin(db, args, owner)
+        _check_live_possible(args["auto_processing"], origin["kind"], args["source"])
     steps = validate_steps(args["steps"], origin["kind"])
     # Before any model is asked anything: created by a superuser for another
     # role, a pipeline may still spend only that role's keys.
@@ -84,10 +85,7 @@ def _volume_origin(db, args):
         if args[option] is not None:
             raise InvalidInput(f'{option} does not apply to volume "{args["source"]}"',
                                hint="A volume pipeline's key is the object key; its data, the object.")
-    if args["auto_processing"] == "Live":
-        raise InvalidInput(f'a pipeline over volume "{args["source"]}" cannot be Live',
-                           hint="Files change outside any transaction: use 'Background' "
-                                "(scans every background_sync_interval) or 'Disabled'.")
+    _check_live_possible(args["auto_processing"], "volume", args["source"])
     return {"oid": None, "volume": args["source"], "kind": "volume", "key_column": None,
             "data_column": None, "key_type": "text", "schema": _current_schema(db)}
 
@@ -126,6 +124,7 @@ def update_pipeline(db, name, auto_processing, batch_size, background_sync_inter
     """Change how a pipeline runs; NULL arguments keep their value."""
     pipeline = pipeline_for_change(db, name)
     _check_settings(db, auto_processing, batch_size, background_sync_interval)
+    _check_live_possible(auto_processing, pipeline.source_kind, pipeline.source or pipeline.volume)
     db.execute("""
         UPDATE aidb.pipeline_registry
         SET auto_processing = coalesce(%s::text, auto_processing),
@@ -174,6 +173,21 @@ def _check_name(db, name):
     if db.query("SELECT 1 FROM aidb.pipeline_registry WHERE name = %s", name):
         raise AidbError(f'pipeline "{name}" already exists', sqlstate=DUPLICATE_OBJECT,
                         hint="Choose another name, or aidb.delete_pipeline() the old one first.")
+
+
+def _check_live_possible(auto_processing, source_kind, source):
+    """Live runs in the writing transaction, so it needs triggers on the
+    source: a view (no triggers) or a volume (files change outside any
+    transaction) would wait silently for a run."""
+    if auto_processing != "Live" or source_kind == "table":
+        return
+    if source_kind == "volume":
+        raise InvalidInput(f'a pipeline over volume "{source}" cannot be Live',
+                           hint="Files change outside any transaction: use 'Background' "
+                                "(scans every background_sync_interval) or 'Disabled'.")
+    raise InvalidInput(f'a pipeline over view {source} cannot be Live',
+                       hint="A view carries no triggers: use 'Background' (the view is compared "
+                            "with the destination at every sync) or 'Disabled'.")
 
 
 def _check_settings(db, auto_processing, batch_size, interval):
