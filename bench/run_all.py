@@ -3,7 +3,7 @@
 
     bench/results/<UTC date>.json           every number, the machine, the parameters
     bench/results/<UTC date>-<name>.png     one plot per benchmark
-    bench/results/<UTC date>-summary.md     the table for README.md (also printed)
+    bench/results/<UTC date>-summary.md     the table for docs/benchmarks.md (also printed)
 
     /opt/aidb-dev-venv/bin/python bench/run_all.py [--quick] [--only NAME ...]
 

@@ -33,7 +33,8 @@ PG_FUNCTION_INFO_V1(aidb_allowed_model_hosts_value);
 PG_FUNCTION_INFO_V1(aidb_allowed_local_paths_value);
 PG_FUNCTION_INFO_V1(aidb_allowed_credentials_env_value);
 
-/* Settings; each is documented in README.md ("Background workers"). */
+/* Settings; each is documented in docs/reference.md ("Settings"), which
+ * tests/test_reference.py checks against pg_settings. */
 static void
 define_gucs(void)
 {

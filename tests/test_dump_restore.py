@@ -1,6 +1,7 @@
 """pg_dump and restore: a database with aidb comes back with its models,
 their credentials, its pipelines, their capture triggers and their pending
-work (README, "Design decisions": dumps carry user data, not defaults)."""
+work (docs/architecture.md, "Decisions where the brief is silent": dumps carry
+user data, not defaults)."""
 
 import os
 import subprocess

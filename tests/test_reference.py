@@ -1,4 +1,4 @@
-"""README.md's SQL reference stays in step with the installed extension.
+"""docs/reference.md stays in step with the installed extension.
 
 Every public function and view of schema aidb (any name not starting with an
 underscore) must have an entry there — a heading that names it, such as
@@ -13,17 +13,17 @@ import re
 
 import pytest
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "reference.md")
 ENTRY_HEADING = re.compile(r"^#{3,4} .*$", re.MULTILINE)
 
 
 def sql_reference():
-    """The text of the README's '## SQL reference' section."""
-    with open(README, encoding="utf-8") as readme:
-        text = readme.read()
-    match = re.search(r"^## SQL reference\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    assert match, "README.md has no '## SQL reference' section"
-    return match.group(1)
+    """The text of docs/reference.md's '## Functions' and '## Views' sections."""
+    with open(REFERENCE, encoding="utf-8") as reference:
+        text = reference.read()
+    sections = re.findall(r"^## (?:Functions|Views)\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert len(sections) == 2, "docs/reference.md lacks its '## Functions' or '## Views' section"
+    return "".join(sections)
 
 
 def reference_entries():
@@ -63,12 +63,12 @@ def entries():
 
 def test_every_public_function_and_view_has_an_entry(conn, entries):
     missing = sorted(set(public_objects(conn)) - set(entries))
-    assert not missing, f"README.md's SQL reference lacks entries for: {', '.join(missing)}"
+    assert not missing, f"docs/reference.md lacks entries for: {', '.join(missing)}"
 
 
 def test_every_entry_names_an_existing_object(conn, entries):
     stale = sorted(set(entries) - set(public_objects(conn)))
-    assert not stale, f"README.md's SQL reference documents what does not exist: {', '.join(stale)}"
+    assert not stale, f"docs/reference.md documents what does not exist: {', '.join(stale)}"
 
 
 def test_every_argument_appears_in_its_entry(conn, entries):
@@ -78,4 +78,4 @@ def test_every_argument_appears_in_its_entry(conn, entries):
         for argument in arguments
         if not re.search(rf"\b{re.escape(argument)}\b", entries[name])
     ]
-    assert not undocumented, f"arguments missing from README.md's SQL reference: {undocumented}"
+    assert not undocumented, f"arguments missing from docs/reference.md: {undocumented}"
