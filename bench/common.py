@@ -142,11 +142,31 @@ def tail_of(path, chars=3000):
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
+# Set by run_all.py --guc / --worker-arg (or by hand) so that every benchmark
+# tries the same setting, e.g. batches in flight per worker where the
+# workers have one: 'name=value;name=value' and a shell-quoted argument list.
+SETTINGS_ENV = "AIDB_BENCH_GUCS"
+WORKER_ARGS_ENV = "AIDB_BENCH_WORKER_ARGS"
+
+
+def extra_settings():
+    """{name: value} of the server settings in $AIDB_BENCH_GUCS."""
+    pairs = [p for p in os.environ.get(SETTINGS_ENV, "").split(";") if p.strip()]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def extra_worker_args():
+    """The arguments in $AIDB_BENCH_WORKER_ARGS, for every `aidb worker`."""
+    import shlex
+    return shlex.split(os.environ.get(WORKER_ARGS_ENV, ""))
+
+
 @contextlib.contextmanager
 def pg_cluster(settings=None):
-    """A throwaway cluster (scripts/pgcluster.py), destroyed when the block ends."""
+    """A throwaway cluster (scripts/pgcluster.py), destroyed when the block
+    ends, with `settings` and those of $AIDB_BENCH_GUCS."""
     from pgcluster import throwaway_cluster
-    cluster = throwaway_cluster(settings)
+    cluster = throwaway_cluster({**(settings or {}), **extra_settings()})
     try:
         yield cluster
     finally:

@@ -41,7 +41,9 @@ into a model of where one PostgreSQL server stops scaling.
 
 --worker-arg passes an argument to every `aidb worker` (e.g. a setting of
 batches in flight, where the worker has one); --guc sets a server setting
-for the whole cluster (e.g. the background workers' equivalent).
+for the whole cluster (e.g. the background workers' equivalent). Both add to
+$AIDB_BENCH_WORKER_ARGS and $AIDB_BENCH_GUCS (bench/common.py), which
+run_all.py sets for every benchmark.
 """
 
 import argparse
@@ -59,8 +61,8 @@ import time
 
 from common import (fresh_database, make_texts, model_server, new_figure, pg_cluster, ratio,
                     save_figure, standalone, summary_row, utc_date, wait_for, warm_cache)
-from systems import (AIDB_CLI, API_KEY, SERVER_MODEL, aidb_backlog_empty, aidb_pipeline,
-                     aidb_set_mode, aidb_setup, create_docs, db_clock, drain_rates)
+from systems import (API_KEY, SERVER_MODEL, aidb_backlog_empty, aidb_pipeline, aidb_set_mode,
+                     aidb_setup, aidb_worker_command, create_docs, db_clock, drain_rates)
 
 MODES = {"processes": "N external `aidb worker -c 1` processes",
          "concurrency": "one `aidb worker -c N` process",
@@ -179,8 +181,7 @@ class ScaleOut:
         log_path = os.path.join(self.scratch, f"{dbname}.log")
         with open(log_path, "ab") as log:
             processes = [subprocess.Popen(
-                [AIDB_CLI, "worker", "-d", self.cluster.dsn(dbname), "-i", "p", "--once",
-                 "-c", str(c), "--log-level", "WARNING", *self.worker_args],
+                [*aidb_worker_command(self.cluster.dsn(dbname), "p", c), *self.worker_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                 for c in slots]
             try:

@@ -13,7 +13,7 @@ import subprocess
 
 from psycopg import sql
 
-from common import DEV_PYTHON, HERE, run_checked
+from common import DEV_PYTHON, HERE, extra_worker_args, run_checked
 
 SERVER_MODEL = "text-embedding-3-small"   # the model name both systems send
 API_KEY = "sk-bench-0123456789"
@@ -114,8 +114,9 @@ def aidb_set_mode(conn, names, mode):
 
 
 def aidb_worker_command(dsn, pipeline, concurrency=1):
+    """`aidb worker --once` on one pipeline, with $AIDB_BENCH_WORKER_ARGS."""
     return [AIDB_CLI, "worker", "-d", dsn, "-i", pipeline, "--once", "-c", str(concurrency),
-            "--log-level", "WARNING"]
+            "--log-level", "WARNING", *extra_worker_args()]
 
 
 # --- pgai -------------------------------------------------------------------------------------
