@@ -64,3 +64,44 @@ def test_dump_and_restore_keep_pipelines_and_their_pending_work(cluster, dbname,
         run_pipeline(restored, "p2")
         assert assert_consistent(restored, "p2") == 1
         assert assert_consistent(restored) == 14
+
+
+def test_after_a_restore_drop_extension_still_refuses_and_cascade_removes_everything(
+        cluster, dbname, conn, restored_dbname):
+    """pg_dump carries a pipeline's backlog, state and functions but not
+    their dependency on the extension; the restore records it again
+    (aidb._depend_restored_objects). A Live and a view pipeline have no
+    trigger on an extension function that would refuse the drop on its own."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+    conn.execute("CREATE VIEW v AS SELECT id, body FROM t")
+    for name, source, mode in (("live", "t", "Live"), ("view", "v", "Disabled")):
+        conn.execute("SELECT aidb.create_pipeline(%s, %s, source_key_column => 'id', "
+                     "source_data_column => 'body', step_1 => 'ChunkText', "
+                     "step_1_options => aidb.chunk_text_config(10), auto_processing => %s)",
+                     (name, source, mode))
+    pg_tool(cluster, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", restored_dbname,
+            stdin=pg_tool(cluster, "pg_dump", dbname))
+    with psycopg.connect(cluster.dsn(restored_dbname), autocommit=True) as restored:
+        # Every function works after the restore.
+        restored.execute("INSERT INTO t VALUES (3, 'three')")
+        restored.execute("SELECT aidb.run_pipeline('view')")
+        for name in ("live", "view"):
+            assert restored.execute(f"SELECT count(DISTINCT source_key) FROM {name}_embeddings"
+                                    ).fetchone() == (3,)
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist) as refused:
+            restored.execute("DROP EXTENSION aidb")
+        detail = refused.value.diag.message_detail
+        for pipeline_id in (1, 2):
+            for table in ("_backlog", "_state"):
+                assert f"table aidb.{table}_{pipeline_id} depends on extension aidb" in detail
+            assert f"function aidb._source_{pipeline_id}(" in detail
+        assert refused.value.diag.message_hint.startswith("Use DROP ... CASCADE")
+        restored.execute("DROP EXTENSION aidb CASCADE")
+        assert restored.execute(
+            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'aidb'::regnamespace), "
+            "(SELECT count(*) FROM pg_proc WHERE pronamespace = 'aidb'::regnamespace), "
+            "(SELECT count(*) FROM pg_trigger WHERE tgrelid = 't'::regclass)").fetchone() == (0, 0, 0)
+        # The destinations stay: they are the owner's data.
+        assert restored.execute("SELECT count(*) FROM live_embeddings").fetchone() == (3,)
+        restored.execute("DELETE FROM t WHERE id = 1")      # the source works on its own

@@ -53,7 +53,7 @@ DECIDED = {
     **{name: NOBODY for name in (
         "_publish_pipeline", "_depend_on_extension",
         "_capture_keys", "_registry_row_changed", "_errors_cleared",
-        "_guard_aidb_objects", "_guard_aidb_grants", "_guard_aidb_drops",
+        "_guard_aidb_objects", "_guard_aidb_grants", "_guard_aidb_drops", "_depend_restored_objects",
         "_note_source_columns", "_follow_source_changes", "_block_pipelines_of_dropped",
         "_follow_renamed_columns", "_column_now", "_check_key_type_unchanged", "_check_filter_still_parses",
         "_build_pipeline_objects", "_create_bookkeeping", "_define_owner_function",

@@ -656,3 +656,107 @@ def test_an_engine_older_than_the_sql_says_to_reconnect(cluster):
                 f"{CURRENT}" in diag.message_primary, diag.message_primary
             assert diag.message_hint.startswith("Reconnect"), diag.message_hint
             assert "install aidb 99.0.0" in diag.message_hint
+
+
+@pytest.fixture
+def second_owner(cluster):
+    """Another pipeline owner (requested before the database, like `owner`)."""
+    role = f"owner2_{uuid.uuid4().hex[:8]}"
+    cluster.psql(f"CREATE ROLE {role} LOGIN IN ROLE aidb_users")
+    yield role
+    cluster.psql(f"DROP ROLE IF EXISTS {role}")
+
+
+def member_objects_of_pipelines(conn):
+    """Per-pipeline objects that are members of the extension (none may be)."""
+    return conn.execute(r"""
+        SELECT pg_describe_object(d.classid, d.objid, 0) FROM pg_depend d
+        JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'aidb'
+        WHERE d.deptype = 'e' AND (
+            (d.classid = 'pg_class'::regclass AND EXISTS (SELECT FROM pg_class c
+                WHERE c.oid = d.objid AND c.relname ~ '^_(backlog|state)_\d+$'))
+            OR (d.classid = 'pg_proc'::regclass AND EXISTS (SELECT FROM pg_proc f
+                WHERE f.oid = d.objid AND f.proname ~ '^_[a-z_]+_\d+$'
+                  AND f.proname <> '_capture_keys')))""").fetchall()
+
+
+def test_update_with_id_gaps_other_roles_sources_altered_under_0_1_0_and_a_restored_dump(
+        cluster, owner, second_owner, previous_db, previous_engine):
+    """A reported failure ("_backlog_3 is a member of an extension") tried
+    again: pipelines of two roles, deleted ones leaving gaps in the ids,
+    sources shared, a key type and a data column changed under 0.1.0 (which
+    noticed nothing), and the same database restored from a dump into a
+    0.1.0 database; both update, and no pipeline object stays a member."""
+    dbname = previous_db
+    admin = session(cluster, dbname)
+    old = session(cluster, dbname)
+    load_previous_engine(old, previous_engine)
+
+    def create(role, name, source, **options):
+        old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        extra = sql.SQL("").join(sql.SQL(", {} => {}").format(sql.Identifier(k), sql.Literal(v))
+                                 for k, v in options.items())
+        old.execute(sql.SQL("SELECT aidb.create_pipeline({}, {}, 'id', 'body', "
+                            "step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(50)"
+                            "{})").format(sql.Literal(name), sql.Literal(source), extra))
+        old.execute("RESET ROLE")
+
+    for role in (owner, second_owner):
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    for role, table in ((owner, "t1"), (owner, "t2"), (second_owner, "t3"), (second_owner, "t4")):
+        admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, body text, other text)")
+        admin.execute(f"INSERT INTO {table} SELECT g, '{table} ' || g FROM generate_series(1, 4) g")
+        admin.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table),
+                                                                   sql.Identifier(role)))
+    create(owner, "a", "t1")                                   # 1
+    create(owner, "b", "t1", destination="b_dest")             # 2, deleted: a gap
+    create(owner, "c", "t2")                                   # 3
+    create(second_owner, "d", "t3", auto_processing="Live")    # 4
+    create(second_owner, "e", "t3", destination="e_dest")      # 5, deleted
+    create(second_owner, "f", "t4")                            # 6: key type changed under 0.1.0
+    create(owner, "g", "t2", destination="g_dest")             # 7: shares t2 with c
+    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    old.execute("SELECT aidb.delete_pipeline('b', drop_destination => true)")
+    old.execute("SELECT aidb.run_pipeline('a')")
+    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(second_owner)))
+    old.execute("SELECT aidb.delete_pipeline('e', drop_destination => true)")
+    old.execute("RESET ROLE")
+    old.close()
+    admin.execute("ALTER TABLE t4 ALTER COLUMN id TYPE bigint")
+    admin.execute("ALTER TABLE t2 RENAME COLUMN other TO other2")
+
+    dump = subprocess.run([os.path.join(cluster.bindir, "pg_dump"), "-h", "127.0.0.1", "-p",
+                           str(cluster.port), "-U", "postgres", dbname],
+                          capture_output=True, text=True, check=True).stdout
+    with scratch_database(cluster, "upr_") as restored_name:
+        cluster.psql(f"CREATE EXTENSION aidb VERSION '{PREVIOUS}' CASCADE", dbname=restored_name)
+        # Into a database that has 0.1.0 already (a dump names no version):
+        # the dump's CREATE SCHEMA aidb fails, the rest goes on.
+        restore = subprocess.run([os.path.join(cluster.bindir, "psql"), "-X", "-q", "-h",
+                                  "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+                                  "-d", restored_name],
+                                 input=dump, capture_output=True, text=True)
+        assert [line for line in restore.stderr.splitlines() if line.startswith("ERROR")] == \
+            ['ERROR:  schema "aidb" already exists'], restore.stderr[-3000:]
+        for name in (dbname, restored_name):
+            with session(cluster, name) as conn:
+                conn.execute("ALTER EXTENSION aidb UPDATE")
+                assert extension_version(conn) == CURRENT
+                assert member_objects_of_pipelines(conn) == [], name
+                assert conn.execute("SELECT name FROM aidb.pipeline_registry ORDER BY id"
+                                    ).fetchall() == [(n,) for n in "acdfg"]
+                for pipeline in "acdfg":
+                    assert pipeline_errors(conn, pipeline) == [], (name, pipeline)
+                for role, pipelines, table in ((owner, "acg", "t1"), (second_owner, "df", "t4")):
+                    with session(cluster, name, user=role) as user:
+                        user.execute(f"INSERT INTO {table} VALUES (9, '{table} 9')")
+                        for pipeline in pipelines:
+                            user.execute("SELECT aidb.run_pipeline(%s)", (pipeline,))
+                            source, destination = user.execute(
+                                "SELECT source, destination FROM aidb.pipelines WHERE name = %s",
+                                (pipeline,)).fetchone()
+                            assert user.execute(f"SELECT count(DISTINCT source_key) FROM {destination}"
+                                                ).fetchone() == user.execute(
+                                f"SELECT count(*) FROM {source}").fetchone(), (name, pipeline)
+                with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+                    conn.execute("DROP EXTENSION aidb")

@@ -133,3 +133,39 @@ CREATE FUNCTION aidb._owner_function_problem(pipeline_id integer, owner regrole)
 $$;
 COMMENT ON FUNCTION aidb._owner_function_problem(integer, regrole) IS
     'aidb internal: NULL, or how one of a pipeline''s owner functions differs from what aidb made';
+
+-- A pipeline's backlog, state and functions depend on the extension
+-- (src/dependency.c), so that DROP EXTENSION aidb refuses while they exist
+-- and CASCADE removes them. pg_dump carries the objects but not that
+-- dependency (it is no membership): when a restore (a superuser: no one
+-- else may create objects in schema aidb) creates one of them, it is
+-- recorded again here. Recognised by name, since the registry rows arrive
+-- later in a restore; objects an extension script makes are left to it.
+CREATE FUNCTION aidb._depend_restored_objects() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    created record;
+BEGIN
+    IF NOT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user), false) THEN
+        RETURN;
+    END IF;
+    FOR created IN
+        SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+        WHERE NOT c.in_extension AND c.schema_name = 'aidb' AND c.objsubid = 0
+          AND ((c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                AND EXISTS (SELECT FROM pg_catalog.pg_class r WHERE r.oid = c.objid
+                            AND r.relkind = 'r' AND r.relname ~ '^_(backlog|state)_[0-9]+$'))
+            OR (c.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                AND EXISTS (SELECT FROM pg_catalog.pg_proc f WHERE f.oid = c.objid
+                            AND f.proname ~ '^_(capture|source|drift|count|all_keys|destination)_[0-9]+$')))
+    LOOP
+        PERFORM aidb._depend_on_extension(created.classid, created.objid);
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER aidb_depend_restored_objects ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE FUNCTION')
+    EXECUTE FUNCTION aidb._depend_restored_objects();

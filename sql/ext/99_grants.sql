@@ -102,7 +102,7 @@ $grants$;
 -- No grant (only superusers and aidb's own SECURITY DEFINER functions):
 -- _publish_pipeline, _depend_on_extension; the trigger functions
 -- _capture_keys, _registry_row_changed and _errors_cleared and the event
--- trigger functions _guard_aidb_*, _note_source_columns,
+-- trigger functions _guard_aidb_*, _depend_restored_objects, _note_source_columns,
 -- _follow_source_changes and _block_pipelines_of_dropped (a trigger needs
 -- EXECUTE only to be created; the event triggers are SECURITY DEFINER); the
 -- helpers of those and of the installer (_build_pipeline_objects,
