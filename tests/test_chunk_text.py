@@ -44,27 +44,27 @@ def test_nulls_count_as_absent_and_validation_is_idempotent():
 
 
 @pytest.mark.parametrize("options, message", [
-    ([100], "ChunkText: options must be a JSON object, not array"),
-    ({}, 'ChunkText: "desired_length" is required'),
-    ({"desired_length": None}, 'ChunkText: "desired_length" is required'),
-    ({"desired_length": "100"}, 'ChunkText: "desired_length" ("100") must be an integer'),
-    ({"desired_length": 10.5}, 'ChunkText: "desired_length" (10.5) must be an integer'),
-    ({"desired_length": True}, 'ChunkText: "desired_length" (true) must be an integer'),
-    ({"desired_length": 0}, 'ChunkText: "desired_length" (0) must be at least 1'),
-    ({"desired_length": -5}, 'ChunkText: "desired_length" (-5) must be at least 1'),
-    (chars(100, "200"), 'ChunkText: "max_length" ("200") must be an integer'),
-    (chars(100, False), 'ChunkText: "max_length" (false) must be an integer'),
-    (chars(100, 99), 'ChunkText: "max_length" (99) must be at least "desired_length" (100)'),
-    (chars(100, None, 1.0), 'ChunkText: "overlap_length" (1.0) must be an integer'),
-    (chars(100, None, True), 'ChunkText: "overlap_length" (true) must be an integer'),
-    (chars(100, None, -1), 'ChunkText: "overlap_length" (-1) must be at least 0'),
+    ([100], "ChunkText: options must be a JSON object, got [100]"),
+    ({}, 'ChunkText: option "desired_length" is required'),
+    ({"desired_length": None}, 'ChunkText: option "desired_length" is required'),
+    ({"desired_length": "100"}, 'ChunkText: option "desired_length" must be an integer of at least 1, got "100"'),
+    ({"desired_length": 10.5}, 'ChunkText: option "desired_length" must be an integer of at least 1, got 10.5'),
+    ({"desired_length": True}, 'ChunkText: option "desired_length" must be an integer of at least 1, got true'),
+    ({"desired_length": 0}, 'ChunkText: option "desired_length" must be an integer of at least 1, got 0'),
+    ({"desired_length": -5}, 'ChunkText: option "desired_length" must be an integer of at least 1, got -5'),
+    (chars(100, "200"), 'ChunkText: option "max_length" must be an integer of at least 1, got "200"'),
+    (chars(100, False), 'ChunkText: option "max_length" must be an integer of at least 1, got false'),
+    (chars(100, 99), 'ChunkText: option "max_length" must be at least "desired_length" (100), got 99'),
+    (chars(100, None, 1.0), 'ChunkText: option "overlap_length" must be an integer of at least 0, got 1.0'),
+    (chars(100, None, True), 'ChunkText: option "overlap_length" must be an integer of at least 0, got true'),
+    (chars(100, None, -1), 'ChunkText: option "overlap_length" must be an integer of at least 0, got -1'),
     (chars(100, None, 120),
-     'ChunkText: "overlap_length" (120) must be less than "desired_length" (100)'),
+     'ChunkText: option "overlap_length" must be less than "desired_length" (100), got 120'),
     (chars(100, None, 100),
-     'ChunkText: "overlap_length" (100) must be less than "desired_length" (100)'),
+     'ChunkText: option "overlap_length" must be less than "desired_length" (100), got 100'),
     (dict(chars(100), strategy="lines"),
-     'ChunkText: "strategy" ("lines") must be "chars" or "words"'),
-    (dict(chars(100), strategy=1), 'ChunkText: "strategy" (1) must be "chars" or "words"'),
+     'ChunkText: option "strategy" must be one of "chars", "words", got "lines"'),
+    (dict(chars(100), strategy=1), 'ChunkText: option "strategy" must be one of "chars", "words", got 1'),
 ])
 def test_bad_options_are_refused(options, message):
     with pytest.raises(InvalidInput) as caught:
@@ -295,5 +295,5 @@ def test_step_class_validates_and_runs():
     assert step.options["max_length"] == 10
     assert ChunkText.validate_options({"desired_length": 5})["max_length"] == 5
     assert step.run("aaa bbb ccc ddd") == ["aaa bbb", "ccc ddd"]
-    with pytest.raises(InvalidInput, match='"desired_length" is required'):
+    with pytest.raises(InvalidInput, match='option "desired_length" is required'):
         ChunkText({})

@@ -128,10 +128,10 @@ def test_html_non_html_bytes_are_a_record_error(data, message):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"method": "Markdown"}, 'ParseHtml: "method" ("Markdown") must be one of: '
-                             "StructuredPlaintext, StructuredMarkdown"),
+    ({"method": "Markdown"}, 'ParseHtml: option "method" must be one of "StructuredPlaintext", '
+                             '"StructuredMarkdown", got "Markdown"'),
     ({"metod": "StructuredMarkdown"}, 'ParseHtml: unknown option "metod"'),
-    (["StructuredMarkdown"], 'ParseHtml: options must be a JSON object, not ["StructuredMarkdown"]'),
+    (["StructuredMarkdown"], 'ParseHtml: options must be a JSON object, got ["StructuredMarkdown"]'),
 ])
 def test_html_options_are_checked(options, message):
     with pytest.raises(InvalidInput) as info:
@@ -188,9 +188,9 @@ def test_pdf_takes_bytes_only():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"method": "OCR"}, 'ParsePdf: "method" ("OCR") must be one of: Text'),
-    ({"allow_partial_parsing": "yes"}, 'ParsePdf: "allow_partial_parsing" ("yes") must be '
-                                       "true or false"),
+    ({"method": "OCR"}, 'ParsePdf: option "method" must be one of "Text", got "OCR"'),
+    ({"allow_partial_parsing": "yes"}, 'ParsePdf: option "allow_partial_parsing" must be '
+                                       'true or false, got "yes"'),
     ({"pages": 3, "dpi": 2}, 'ParsePdf: unknown options "dpi", "pages"'),
 ])
 def test_pdf_options_are_checked(options, message):
@@ -270,12 +270,14 @@ def test_ocr_language_without_data_blocks_the_pipeline():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"language": "eng; rm -rf /"}, 'PerformOcr: "language" ("eng; rm -rf /") must be a '
-                                    'Tesseract language code such as "eng", or several joined by "+"'),
-    ({"language": ""}, 'PerformOcr: "language" ("") must be a non-empty string'),
-    ({"psm": 2}, 'PerformOcr: "psm" 2 is not implemented by Tesseract'),
-    ({"psm": 14}, 'PerformOcr: "psm" (14) must be from 1 to 13'),
-    ({"psm": "6"}, 'PerformOcr: "psm" ("6") must be an integer'),
+    ({"language": "eng; rm -rf /"}, 'PerformOcr: option "language" must be a Tesseract '
+                                    'language code such as "eng", or several joined by "+", '
+                                    'got "eng; rm -rf /"'),
+    ({"language": ""}, 'PerformOcr: option "language" must be a non-empty string, got ""'),
+    ({"psm": 2}, 'PerformOcr: option "psm" must be 1 or 3 to 13 (Tesseract does not '
+                  'implement 2), got 2'),
+    ({"psm": 14}, 'PerformOcr: option "psm" must be an integer from 1 to 13, got 14'),
+    ({"psm": "6"}, 'PerformOcr: option "psm" must be an integer from 1 to 13, got "6"'),
     ({"lang": "eng"}, 'PerformOcr: unknown option "lang"'),
 ])
 def test_ocr_options_are_checked(options, message):
@@ -399,9 +401,10 @@ def test_summarize_needs_a_completion_model(model_server):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({}, 'SummarizeText: the option "model" is required'),
-    ({"model": "w", "max_length": 0}, 'SummarizeText: "max_length" (0) must be from 1 to 100000'),
-    ({"model": "w", "prompt": 5}, 'SummarizeText: "prompt" (5) must be a non-empty string'),
+    ({}, 'SummarizeText: option "model" is required'),
+    ({"model": "w", "max_length": 0}, 'SummarizeText: option "max_length" must be an integer from 1 to '
+                                      '100000, got 0'),
+    ({"model": "w", "prompt": 5}, 'SummarizeText: option "prompt" must be a non-empty string, got 5'),
     ({"model": "w", "strategy": "map"}, 'SummarizeText: unknown option "strategy"'),
 ])
 def test_summarize_options_are_checked(options, message):
@@ -413,9 +416,9 @@ def test_summarize_options_are_checked(options, message):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"model": None}, 'model "writer": config needs "model"'),
-    ({"max_tokens": 0}, 'model "writer": "max_tokens" must be a positive integer, not 0'),
-    ({"dimensions": 8}, 'model "writer": unknown setting "dimensions" for provider '
+    ({"model": None}, 'model "writer": option "model" is required'),
+    ({"max_tokens": 0}, 'model "writer": option "max_tokens" must be an integer from 1 to 1000000, got 0'),
+    ({"dimensions": 8}, 'model "writer": unknown option "dimensions" for provider '
                         "openai_completions"),
 ])
 def test_completion_model_config_is_checked(model_server, config, message):

@@ -43,6 +43,7 @@ DECIDED = {
     "_pipeline_key": {PUBLIC}, "_key_type_facts": {PUBLIC},
     "_float4_vector": {PUBLIC}, "_add_state_rows": {PUBLIC},
     "_embed_query": {PUBLIC}, "_check_retrieval_destination": {PUBLIC},
+    "_distance_operator": {PUBLIC},
     "_owner_function_problem": {PUBLIC},
     # Run by aidb users and pipeline owners only.
     "_install_pipeline_objects": {USERS}, "_drop_pipeline_objects": {USERS},

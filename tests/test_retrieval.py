@@ -605,3 +605,24 @@ def test_arguments_are_checked_and_named(people, model_server):
         owner.execute("SELECT * FROM aidb.retrieve_text('p', 'x', 3, NULL)")
     with pytest.raises(psycopg.errors.UndefinedObject, match='pipeline "nope" does not exist'):
         owner.execute("SELECT * FROM aidb.retrieve_key('nope', 'x')")
+
+
+def test_every_distance_operator_means_the_same_to_validation_index_and_retrieval(conn):
+    """One table (aidb.pipeline.distance) names the distances: step
+    validation accepts exactly its names, retrieval's SQL gets each
+    operator from it, and the index's operator class orders by that very
+    operator in pgvector's catalog."""
+    from aidb.pipeline.distance import DISTANCE_OPERATORS
+    from aidb.pipeline.steps.knowledge_base import OPTIONS
+    [distance] = [option for option in OPTIONS if option.name == "distance_operator"]
+    assert distance.allowed == tuple(DISTANCE_OPERATORS)
+    for name, (operator, operator_class) in DISTANCE_OPERATORS.items():
+        assert conn.execute("SELECT aidb._distance_operator(%s)", (name,)).fetchone() == (operator,)
+        ordering = conn.execute(
+            "SELECT o.oprname FROM pg_opclass c JOIN pg_am am ON am.oid = c.opcmethod "
+            "JOIN pg_amop ao ON ao.amopfamily = c.opcfamily AND ao.amoppurpose = 'o' "
+            "JOIN pg_operator o ON o.oid = ao.amopopr "
+            "WHERE c.opcname = %s AND am.amname = 'hnsw'", (operator_class,)).fetchall()
+        assert ordering == [(operator,)], (name, ordering)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match='unknown distance operator "L1"'):
+        conn.execute("SELECT aidb._distance_operator('L1')")

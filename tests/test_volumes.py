@@ -246,7 +246,7 @@ def test_bad_options_are_refused(conn, tree):
     for options, message in (({"region": "x"}, 'unknown option "region" for file volumes'),
                              ({"access_key_id": "a", "secret_access_key": "hidden"},
                               "file volumes take no credentials"),
-                             ({"max_object_size": 0}, '"max_object_size" must be a positive integer')):
+                             ({"max_object_size": 0}, 'option "max_object_size" must be an integer from 1 to 1073741824, got 0')):
         error = sql_error(conn, "SELECT aidb.create_volume('v', %s, %s)", (uri, Jsonb(options)))
         assert error.sqlstate == "22023"
         assert message in error_text(error) and "hidden" not in error_text(error)
@@ -477,9 +477,9 @@ def test_s3_anonymous_volume(conn, s3_server, bucket):  # noqa: F811
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"endpoint_url": "ftp://127.0.0.1"}, '"endpoint_url" must be an http:// or https:// URL'),
-    ({"endpoint_url": "http://user:hidden@127.0.0.1"}, '"endpoint_url" must not contain user info'),
-    ({"region": "evil.example.com/"}, '"region" must be a region name'),
+    ({"endpoint_url": "ftp://127.0.0.1"}, 'option "endpoint_url" must be an http:// or https:// URL, got "ftp://127.0.0.1"'),
+    ({"endpoint_url": "http://user:hidden@127.0.0.1"}, 'option "endpoint_url" must not contain user info'),
+    ({"region": "evil.example.com/"}, 'option "region" must be a region name such as "eu-west-1", got "evil.example.com/"'),
     ({"access_key_id": "AKIA0000"}, "access_key_id and secret_access_key go together"),
     ({"secret_access_key": "hidden"}, "access_key_id and secret_access_key go together"),
     ({"bucket": "x"}, 'unknown option "bucket" for s3 volumes'),

@@ -19,6 +19,7 @@ from .pipeline import manage as pipeline_manage
 from .pipeline import runner as pipeline_runner
 from .pipeline.batch import ClaimCursor, lock_keys, process_keys
 from .pipeline.definition import load_pipeline_by_id
+from .pipeline.distance import operator_symbol
 from .pipeline.guard import check_pipeline_objects
 from .pipeline.queries import BatchQueries
 from .pipeline.source import check_owner_can_read, check_runs_as_owner
@@ -84,6 +85,12 @@ def create_model(name, provider, config, credentials, replace_credentials):
     _required(provider, "the model provider", "Name a provider, such as 'openai_embeddings'.")
     model_store.create_model(db, name, provider, json.loads(config or "{}"),
                              json.loads(credentials or "{}"), replace_credentials)
+
+
+@sql_entry(fixed_path=True)
+def distance_operator(name):
+    """aidb._distance_operator: the pgvector operator of a distance name."""
+    return operator_symbol(name)
 
 
 @sql_entry

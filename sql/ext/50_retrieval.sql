@@ -105,6 +105,19 @@ GRANT EXECUTE ON FUNCTION aidb._embed_query(integer, text) TO PUBLIC;   -- see a
 COMMENT ON FUNCTION aidb._embed_query(integer, text) IS
     'Internal: the embedding of a query with a pipeline''s model, for roles that may read its destination.';
 
+-- The pgvector operator of a distance operator name: read from the engine's
+-- one table of them (python/aidb/pipeline/distance.py), which also gives
+-- step validation its names and the vector index its operator class.
+CREATE FUNCTION aidb._distance_operator(name text) RETURNS text
+    LANGUAGE plpython3u STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
+return GD["aidb"].distance_operator(name)
+$$;
+COMMENT ON FUNCTION aidb._distance_operator(text) IS
+    'The pgvector operator (<->, <=>, <#>) of a KnowledgeBase distance_operator (L2, Cosine, InnerProduct).';
+
 -- Whether reading a pipeline's destination as the current role can run
 -- anything its owner wrote: raises a clear error if it could, or if the
 -- destination no longer has the shape retrieval reads. Reads the catalogs
@@ -293,8 +306,7 @@ BEGIN
     SELECT n.nspname INTO vector_nsp FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
     WHERE e.extname = 'vector';
     op := format('OPERATOR(%I.%s)', vector_nsp,
-                 CASE kb -> 'options' ->> 'distance_operator'
-                     WHEN 'Cosine' THEN '<=>' WHEN 'InnerProduct' THEN '<#>' ELSE '<->' END);
+                 aidb._distance_operator(coalesce(kb -> 'options' ->> 'distance_operator', 'L2')));
     -- ONLY: inheritance children are not part of the destination (and are
     -- not checked); a partitioned table is read with its partitions.
     SELECT c.relkind INTO dest_kind FROM pg_class c WHERE c.oid = dest;

@@ -67,6 +67,8 @@ BEGIN
             -- Retrieval by readers of a destination: SECURITY DEFINER, checks
             -- the caller's SELECT on the destination (50_retrieval.sql).
             ('_embed_query', 'PUBLIC'), ('_check_retrieval_destination', 'PUBLIC'),
+            -- Retrieval names its distance operator (a fixed mapping).
+            ('_distance_operator', 'PUBLIC'),
 
             -- The SECURITY DEFINER installers that create_/update_/
             -- delete_pipeline call as the aidb user; they check membership in

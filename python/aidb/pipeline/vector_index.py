@@ -3,10 +3,9 @@
 operator class of the pipeline's distance operator."""
 
 from ..sqltext import ident, sql
+from .distance import operator_class
 from .steps import knowledge_base_of
 
-OPERATOR_CLASSES = {"L2": "vector_l2_ops", "Cosine": "vector_cosine_ops",
-                    "InnerProduct": "vector_ip_ops"}
 MAX_INDEXED_DIMENSIONS = 2000       # pgvector's limit for hnsw and ivfflat on vector
 
 
@@ -40,7 +39,7 @@ def ensure_vector_index(db, pipeline):
     db.execute(sql("CREATE INDEX {index} ON {destination} USING {method} (embedding {opclass})",
                    index=ident(index_name(pipeline)), destination=pipeline.destination_name,
                    method=ident(kind),
-                   opclass=ident(facts["vector_schema"], OPERATOR_CLASSES[options["distance_operator"]]))
+                   opclass=ident(facts["vector_schema"], operator_class(options["distance_operator"])))
                + _with_clause(db, pipeline, kind, options["vector_index"]))
     db.notice(f'pipeline "{pipeline.name}": built the {kind} index {index_name(pipeline)}')
     return index_name(pipeline)

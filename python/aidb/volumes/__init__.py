@@ -2,7 +2,8 @@
 S3 bucket (s3://bucket/prefix), as pipeline sources.
 
 - parse_volume_uri: what a URI names, or a clear InvalidInput;
-- validate_volume: checks a volume's options and splits the secrets off them
+- validate_volume: checks a volume's options (declared in FILE_OPTIONS and
+  S3_OPTIONS, checked by aidb.options) and splits the secrets off them
   (they are stored apart, readable only by the volume's owner);
 - open_volume: a ready Volume (base.py) for a stored definition.
 
@@ -15,16 +16,29 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidInput
-from ..models.config import ConfigChecker
+from ..options import Option, check_options
 from .base import DEFAULT_MAX_OBJECT_SIZE, MAX_MAX_OBJECT_SIZE
 
 CREDENTIAL_KEYS = ("access_key_id", "secret_access_key", "session_token")
-FILE_OPTIONS = ("max_object_size",)
-S3_OPTIONS = ("endpoint_url", "region", "force_path_style", "max_object_size")
+_MAX_OBJECT_SIZE = Option("max_object_size", "integer",
+                          "Largest object read, in bytes; larger ones are recorded and skipped.",
+                          default=DEFAULT_MAX_OBJECT_SIZE, minimum=1, maximum=MAX_MAX_OBJECT_SIZE)
+FILE_OPTIONS = (_MAX_OBJECT_SIZE,)
+S3_OPTIONS = (
+    Option("endpoint_url", "url", "An S3-compatible server's URL (default: AWS)."),
+    # The region becomes part of AWS's host name: nothing else may hide in it.
+    Option("region", "string", "The bucket's region.",
+           pattern=r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?",
+           pattern_says='a region name such as "eu-west-1"'),
+    Option("force_path_style", "boolean", "Address the bucket in the path, not the host name."),
+    _MAX_OBJECT_SIZE,
+    Option("access_key_id", "string", "S3 access key id (stored apart, owner only).", secret=True),
+    Option("secret_access_key", "string", "S3 secret key (stored apart, owner only).", secret=True),
+    Option("session_token", "string", "S3 session token (stored apart, owner only).", secret=True),
+)
 
 _EXAMPLES = "For example file:///srv/documents or s3://my-bucket/some/prefix."
 _BUCKET = re.compile(r"^[A-Za-z0-9._-]{1,255}$")     # what boto3 accepts for a bucket name
-_REGION = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def parse_volume_uri(uri, name=None):
@@ -90,63 +104,18 @@ def validate_volume(name, uri, options):
     """(public options, credentials) of a volume about to be created: the
     options normalised, with the secrets moved out of them."""
     kind = parse_volume_uri(uri, name)[0]
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise _invalid_for(name)(f"options must be a JSON object, not {json.dumps(options)}")
-    credentials = {key: options[key] for key in CREDENTIAL_KEYS if key in options}
-    public = {key: value for key, value in options.items() if key not in CREDENTIAL_KEYS}
-    if kind == "file":
-        if credentials:
-            raise _invalid_for(name)("file volumes take no credentials",
-                                     hint="access_key_id and secret_access_key are for s3:// volumes.")
-        checker = VolumeOptions(name, "file", public, FILE_OPTIONS)
-    else:
-        checker = VolumeOptions(name, "s3", public, S3_OPTIONS + CREDENTIAL_KEYS)
-        if "endpoint_url" in public:
-            checker.url("endpoint_url", None)
-        checker.region()
-        checker.boolean("force_path_style")
-        _check_credentials(name, credentials)
-    checker.positive_int("max_object_size", DEFAULT_MAX_OBJECT_SIZE, maximum=MAX_MAX_OBJECT_SIZE)
-    return checker.config, credentials
-
-
-def _check_credentials(name, credentials):
-    invalid = _invalid_for(name)
-    for key, value in credentials.items():
-        if not isinstance(value, str) or not value:
-            raise invalid(f'"{key}" must be a non-empty string')    # never the value: a secret
+    declared = FILE_OPTIONS if kind == "file" else S3_OPTIONS
+    if kind == "file" and isinstance(options, dict) and set(options) & set(CREDENTIAL_KEYS):
+        raise _invalid_for(name)("file volumes take no credentials",
+                                 hint="access_key_id and secret_access_key are for s3:// volumes.")
+    checked = check_options(f'volume "{name}"', options, declared, scope=f"for {kind} volumes",
+                            keep_absent=False)
+    credentials = {key: checked.pop(key) for key in CREDENTIAL_KEYS if key in checked}
     if credentials and not {"access_key_id", "secret_access_key"} <= set(credentials):
-        raise invalid("access_key_id and secret_access_key go together",
-                      hint="Give both, or neither for a public bucket (anonymous requests).")
-
-
-class VolumeOptions(ConfigChecker):
-    """The model config checks (url, positive_int, ...), worded for a volume."""
-
-    def __init__(self, volume_name, kind, options, known):
-        self.volume_name = volume_name
-        self.config = dict(options)
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise self.invalid(f'unknown option "{unknown[0]}" for {kind} volumes',
-                               hint="Known options: " + ", ".join(known) + ".")
-
-    def invalid(self, message, hint=None):
-        return InvalidInput(f'volume "{self.volume_name}": {message}', hint=hint)
-
-    def region(self):
-        value = self.text("region")
-        # The region becomes part of AWS's host name: nothing else may hide in it.
-        if value is not None and not _REGION.match(value):
-            raise self.invalid(f'"region" must be a region name such as "eu-west-1", '
-                               f"not {json.dumps(value)}")
-
-    def boolean(self, key):
-        value = self.config.get(key)
-        if value is not None and not isinstance(value, bool):
-            raise self.invalid(f'"{key}" must be true or false, not {json.dumps(value)}')
+        raise _invalid_for(name)("access_key_id and secret_access_key go together",
+                                 hint="Give both, or neither for a public bucket "
+                                      "(anonymous requests).")
+    return checked, credentials
 
 
 def open_volume(uri, options, credentials, allowed_roots, name="(unnamed)"):

@@ -18,15 +18,13 @@ forward, so any input terminates, and each chunk costs time proportional to
 max_length, so the whole run is linear in the size of the output.
 """
 
-import json
 import re
 
 from ...errors import InvalidInput
-from .options import show_value
+from ...options import Option, OptionChecker
 
 STEP_NAME = "ChunkText"
 STRATEGIES = ("chars", "words")
-KNOWN_OPTIONS = ("desired_length", "max_length", "overlap_length", "strategy")
 
 # Boundary finders for the "chars" strategy, best first. Each is used with
 # `match(text, lo, hi + 1)`: the greedy `.*` makes it find the LAST boundary in
@@ -43,73 +41,40 @@ _NON_SPACE = re.compile(r"\S")
 
 # ---------------------------------------------------------------- options
 
+OPTIONS = (
+    Option("desired_length", "integer", "The size a chunk aims at, in characters or words.",
+           required=True, minimum=1, example=1000),
+    Option("max_length", "integer", "The hard maximum of a chunk (default: desired_length).",
+           default_from="desired_length", minimum=1),
+    Option("overlap_length", "integer", "How much of a chunk's end the next one repeats "
+           "(less than desired_length).", default=0, minimum=0),
+    Option("strategy", "choice", '"chars" counts characters, "words" whitespace-separated words.',
+           default="chars", allowed=STRATEGIES),
+)
+
+
 def validate_options(options):
     """Check ChunkText options and return them normalised, defaults filled in.
 
     Raises InvalidInput naming the step, the option and the bad value.
     Idempotent: validating an already normalised dict returns an equal dict.
     """
-    if not isinstance(options, dict):
-        raise _invalid(f"options must be a JSON object, not {_json_type(options)}",
-                       hint='For example: {"desired_length": 1000}.')
-    _reject_unknown(options)
-    desired = _integer(options, "desired_length", required=True)
-    _at_least(desired, 1, "desired_length")
-    maximum = _integer(options, "max_length", default=desired)
-    _at_least(maximum, desired, "max_length", bound_name="desired_length")
-    overlap = _integer(options, "overlap_length", default=0)
-    _at_least(overlap, 0, "overlap_length")
-    if overlap >= desired:
-        raise _invalid(f'"overlap_length" ({overlap}) must be less than '
-                       f'"desired_length" ({desired})')
-    return {"desired_length": desired, "max_length": maximum,
-            "overlap_length": overlap, "strategy": _strategy(options)}
+    check = OptionChecker(STEP_NAME, OPTIONS,
+                          hint="Build the options with aidb.chunk_text_config().")
+    checked = check.check(options)
+    desired = checked["desired_length"]
+    if checked["max_length"] < desired:
+        raise check.refuse("max_length", f'at least "desired_length" ({desired})',
+                           checked["max_length"])
+    if checked["overlap_length"] >= desired:
+        raise check.refuse("overlap_length", f'less than "desired_length" ({desired})',
+                           checked["overlap_length"])
+    return checked
 
 
 def _invalid(message, hint=None):
     """An InvalidInput whose message names this step."""
     return InvalidInput(f"{STEP_NAME}: {message}", hint=hint)
-
-
-def _reject_unknown(options):
-    """Refuse option keys this step does not know, listing the known ones."""
-    unknown = sorted(str(key) for key in options if key not in KNOWN_OPTIONS)
-    if unknown:
-        names = ", ".join(f'"{key}"' for key in unknown)
-        raise _invalid(f"unknown option{'s' if len(unknown) > 1 else ''} {names}",
-                       hint="Known options: " + ", ".join(KNOWN_OPTIONS) + ".")
-
-
-def _integer(options, key, required=False, default=None):
-    """The integer option `key` (a JSON null counts as absent); bools refused."""
-    value = options.get(key)
-    if value is None:
-        if required:
-            raise _invalid(f'"{key}" is required',
-                           hint=f'For example: {{"{key}": 1000}}.')
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(f'"{key}" ({show_value(value)}) must be an integer')
-    return value
-
-
-def _at_least(value, bound, key, bound_name=None):
-    """Refuse `value` < `bound`; `bound_name` names the option the bound comes from."""
-    if value < bound:
-        limit = f'"{bound_name}" ({bound})' if bound_name else str(bound)
-        raise _invalid(f'"{key}" ({value}) must be at least {limit}')
-
-
-def _strategy(options):
-    """The "strategy" option, "chars" unless given."""
-    value = options.get("strategy")
-    if value is None:
-        return "chars"
-    if value not in STRATEGIES:
-        raise _invalid(f'"strategy" ({show_value(value)}) must be "chars" or "words"',
-                       hint='"chars" counts characters, "words" counts '
-                            "whitespace-separated words.")
-    return value
 
 
 def _json_type(value):
@@ -214,6 +179,7 @@ class ChunkText:
     """The pipeline step: options are validated once, at construction."""
 
     name = STEP_NAME
+    OPTIONS = OPTIONS
     validate_options = staticmethod(validate_options)   # ChunkText.validate_options(...)
 
     def __init__(self, options):

@@ -24,11 +24,12 @@ import re
 from html.parser import HTMLParser
 
 from .errors import RecordError
-from .options import OptionChecker
+from ...options import Option, check_options
 
 STEP_NAME = "ParseHtml"
 METHODS = ("StructuredPlaintext", "StructuredMarkdown")
-KNOWN_OPTIONS = ("method",)
+OPTIONS = (Option("method", "choice", "Plain text, or Markdown keeping headings, lists, "
+                  "links and code.", default="StructuredPlaintext", allowed=METHODS),)
 
 SKIPPED = frozenset({"head", "script", "style", "noscript", "template", "svg", "math",
                      "iframe", "object", "canvas"})
@@ -59,8 +60,8 @@ _URL_ESCAPES = str.maketrans({" ": "%20", "(": "%28", ")": "%29", "<": "%3C", ">
 
 def validate_options(options):
     """Check ParseHtml options; return them normalised, defaults filled in."""
-    check = OptionChecker(STEP_NAME, options, KNOWN_OPTIONS, "aidb.html_parse_config()")
-    return {"method": check.choice("method", METHODS, "StructuredPlaintext")}
+    return check_options(STEP_NAME, options, OPTIONS, hint="Build the options with "
+                         "aidb.html_parse_config().")
 
 
 def decode_document(data):
@@ -389,6 +390,7 @@ class ParseHtml:
     """The pipeline step: options are validated once, at construction."""
 
     name = STEP_NAME
+    OPTIONS = OPTIONS
     validate_options = staticmethod(validate_options)
 
     def __init__(self, options):

@@ -16,18 +16,21 @@ record only, whatever allow_partial_parsing says.
 import io
 
 from .errors import RecordError, require_bytes
-from .options import OptionChecker
+from ...options import Option, check_options
 
 STEP_NAME = "ParsePdf"
 METHODS = ("Text",)
-KNOWN_OPTIONS = ("method", "allow_partial_parsing")
+OPTIONS = (
+    Option("method", "choice", "How text is read from the PDF.", default="Text", allowed=METHODS),
+    Option("allow_partial_parsing", "boolean",
+           "Keep the readable pages of a partly damaged PDF.", default=False),
+)
 
 
 def validate_options(options):
     """Check ParsePdf options; return them normalised, defaults filled in."""
-    check = OptionChecker(STEP_NAME, options, KNOWN_OPTIONS, "aidb.pdf_parse_config()")
-    return {"method": check.choice("method", METHODS, "Text"),
-            "allow_partial_parsing": check.boolean("allow_partial_parsing", False)}
+    return check_options(STEP_NAME, options, OPTIONS, hint="Build the options with "
+                         "aidb.pdf_parse_config().")
 
 
 def open_pdf(data):
@@ -83,6 +86,7 @@ class ParsePdf:
     """The pipeline step: options are validated once, at construction."""
 
     name = STEP_NAME
+    OPTIONS = OPTIONS
     validate_options = staticmethod(validate_options)
 
     def __init__(self, options):

@@ -16,16 +16,21 @@ program or language blocks the pipeline (PipelinePermanent) until installed.
 """
 
 import io
-import re
 
 from ...errors import AidbError, PIPELINE_PERMANENT
 from .errors import RecordError, require_bytes
-from .options import OptionChecker
+from ...options import Option, OptionChecker
 
 STEP_NAME = "PerformOcr"
-KNOWN_OPTIONS = ("language", "psm")
-# Tesseract's language codes (eng, chi_sim, script/Latin), joined by "+".
-_LANGUAGE = re.compile(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)?(?:\+[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)?)*")
+OPTIONS = (
+    # Tesseract's language codes (eng, chi_sim, script/Latin), joined by "+".
+    Option("language", "string", "Tesseract language code(s).", default="eng",
+           pattern=r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)?(?:\+[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)?)*",
+           pattern_says='a Tesseract language code such as "eng", or several joined by "+"'),
+    # 0 only detects the orientation (no text); tesseract does not implement 2.
+    Option("psm", "integer", "Tesseract's page segmentation mode (default: Tesseract's, 3).",
+           minimum=1, maximum=13),
+)
 TIMEOUT_SECONDS = 300       # a pathological image must not hold a batch forever
 INSTALL_HINT = ("Install it where the pipeline runs, the database server or the external "
                 "worker's machine (Debian: apt-get install tesseract-ocr tesseract-ocr-eng).")
@@ -33,17 +38,12 @@ INSTALL_HINT = ("Install it where the pipeline runs, the database server or the 
 
 def validate_options(options):
     """Check PerformOcr options; return them normalised, defaults filled in."""
-    check = OptionChecker(STEP_NAME, options, KNOWN_OPTIONS, "aidb.ocr_config()")
-    language = check.text("language", "eng")
-    if not _LANGUAGE.fullmatch(language):
-        raise check.invalid(f'"language" ("{language[:40]}") must be a Tesseract language code '
-                            'such as "eng", or several joined by "+"')
-    # 0 only detects the orientation (no text); tesseract does not implement 2.
-    psm = check.integer("psm", None, minimum=1, maximum=13)
-    if psm == 2:
-        raise check.invalid('"psm" 2 is not implemented by Tesseract',
-                            hint="Use 1 or 3 to 13; 3 (automatic) is Tesseract's default.")
-    return {"language": language, "psm": psm}
+    check = OptionChecker(STEP_NAME, OPTIONS, hint="Build the options with aidb.ocr_config().")
+    checked = check.check(options)
+    if checked["psm"] == 2:
+        raise check.refuse("psm", "1 or 3 to 13 (Tesseract does not implement 2)", 2,
+                           hint="3 (automatic) is Tesseract's default.")
+    return checked
 
 
 def load_image(data):
@@ -107,6 +107,7 @@ class PerformOcr:
     the tesseract installation checked once, at the first image."""
 
     name = STEP_NAME
+    OPTIONS = OPTIONS
     validate_options = staticmethod(validate_options)
 
     def __init__(self, options):

@@ -18,10 +18,16 @@ import re
 
 from ...errors import InvalidInput
 from .errors import RecordError
-from .options import OptionChecker
+from ...options import Option, check_options
 
 STEP_NAME = "SummarizeText"
-KNOWN_OPTIONS = ("model", "max_length", "prompt")
+OPTIONS = (
+    Option("model", "string", "A model of provider openai_completions.", required=True,
+           example="writer"),
+    Option("max_length", "integer", "The summary's length in words, at most.", default=120,
+           minimum=1, maximum=100_000),
+    Option("prompt", "string", "Instructions replacing the default ones."),
+)
 DEFAULT_PROMPT = ("Summarize the text that the user sends. Answer with the summary only, "
                   "in the language of the text.")
 _WORD = re.compile(r"\S+")
@@ -31,11 +37,8 @@ def validate_options(options):
     """Check SummarizeText options; return them normalised, defaults filled in.
     (Whether the model exists, and is a completion model, is checked when the
     step is built with a model loader.)"""
-    check = OptionChecker(STEP_NAME, options, KNOWN_OPTIONS, "aidb.summarize_text_config()")
-    model = check.text("model", required=True)
-    return {"model": model,
-            "max_length": check.integer("max_length", 120, minimum=1, maximum=100_000),
-            "prompt": check.text("prompt")}
+    return check_options(STEP_NAME, options, OPTIONS, hint="Build the options with "
+                         "aidb.summarize_text_config().")
 
 
 def system_message(options):
@@ -57,6 +60,7 @@ class SummarizeText:
     instance; the model is loaded once, at construction."""
 
     name = STEP_NAME
+    OPTIONS = OPTIONS
     validate_options = staticmethod(validate_options)
 
     def __init__(self, options, model_loader):
