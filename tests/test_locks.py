@@ -6,7 +6,7 @@ behind an idle transaction."""
 import psycopg
 import pytest
 
-from conftest import TEST_API_KEY, wait_for
+from tests.support.common import TEST_API_KEY, wait_for
 from tests.support.pipeline_checks import (
     assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs, metrics,
     pipeline_errors)

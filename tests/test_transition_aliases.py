@@ -2,7 +2,7 @@
 aliases (n, o) must not make the application's writes fail (found by the
 property tests: "column reference n is ambiguous")."""
 
-from conftest import TEST_API_KEY
+from tests.support.common import TEST_API_KEY
 def test_columns_named_like_the_transition_aliases(conn):
     conn.execute('CREATE TABLE t (n int PRIMARY KEY, o text, body text)')
     conn.execute("INSERT INTO t VALUES (1, 'x', 'one')")
