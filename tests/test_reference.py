@@ -181,6 +181,18 @@ def test_every_view_is_documented_with_its_columns_and_types(conn, reference):
     assert not problems, "docs/reference.md, '## Views':\n" + "\n".join(problems)
 
 
+def test_every_function_is_executable_by_public_as_documented(conn, reference):
+    """The reference says EXECUTE on every public function is granted to
+    PUBLIC, and that each function checks its caller itself."""
+    assert "granted to\nPUBLIC" in section(reference, "Functions")
+    revoked = [name for (name,) in conn.execute("""
+        SELECT p.proname FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'aidb'::regnamespace AND p.proname !~ '^_'
+          AND NOT has_function_privilege('public', p.oid, 'EXECUTE')""").fetchall()]
+    assert not revoked, ("docs/reference.md, '## Functions', says every function below is "
+                         f"granted to PUBLIC, but these are not: {revoked}; say who may call them")
+
+
 def test_everything_documented_exists(conn, reference):
     functions = named_entries(section(reference, "Functions"))
     views = named_entries(section(reference, "Views"))
@@ -554,13 +566,19 @@ def test_the_worked_example_runs_as_shown(conn, fake_model):
         outputs.append(run_collecting_notices(conn, block))
     created, ran = " ".join(outputs[0][1]), " ".join(outputs[1][1])
     assert f"created with {len(articles)} keys to process" in created, created
-    assert f"created with {len(articles)} keys to process" in readme
     assert (f"{len(articles)} keys processed ({len(articles)} embedded, 0 removed, 0 failed)"
             in ran), ran
-    assert f"{len(articles)} keys processed ({len(articles)} embedded, 0 removed, 0 failed)" in readme
+    for notice in outputs[0][1] + outputs[1][1]:
+        if "already exists" not in notice:     # the test's database has aidb already
+            shown = re.sub(r" in [0-9.]+ s$", "", notice)
+            assert f"NOTICE:  {shown}" in readme, f"the worked example does not show: {notice}"
     status = conn.execute("SELECT \"Status\", \"count(source records)\" FROM aidb.pipem "
                           "WHERE pipeline = 'articles'").fetchone()
     assert status == ("UpToDate", len(articles)) and "UpToDate" in readme
+    record = conn.execute("SELECT * FROM aidb.pipem WHERE pipeline = 'articles'")
+    for column in record.description:
+        assert re.search(rf"^{re.escape(column.name)} +\|", readme, re.MULTILINE), \
+            f"the worked example's aidb.pipem record lacks the column {column.name!r}"
     assert len(outputs[3][0]) == 3, "the worked example's search did not return 3 rows"
     assert conn.execute("SELECT auto_processing FROM aidb.pipelines").fetchone()[0] == "Live"
     columns = conn.execute("""SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
@@ -569,3 +587,27 @@ def test_the_worked_example_runs_as_shown(conn, fake_model):
     for column in columns.split(","):
         assert re.search(rf"^ {column} +\|", readme, re.MULTILINE), \
             f"the worked example's \\d output lacks column {column}"
+
+
+# ----------------------------------------------------- the threat model's tests
+
+def test_every_test_the_security_document_names_exists():
+    """docs/security.md names, for each boundary, the test that attacks it:
+    each named test file and test function must exist."""
+    text = read(os.path.join(ROOT, "docs", "security.md"))
+    tests_dir = os.path.join(ROOT, "tests")
+    sources = "\n".join(read(os.path.join(tests_dir, name)) for name in os.listdir(tests_dir)
+                        if name.startswith("test_") and name.endswith(".py"))
+    files = set(re.findall(r"`(tests/test_\w+\.py)`", text))
+    # `test_a_superuser_*` stands for every test whose name begins so.
+    names = {name for name in re.findall(r"`(test_\w+(?:_\*)?)`", text)
+             if f"tests/{name}.py" not in files}
+    assert len(names) > 15, "docs/security.md names fewer tests than its threat model has"
+    missing = sorted(path for path in files if not os.path.exists(os.path.join(ROOT, path)))
+    for name in sorted(names):
+        pattern = (rf"def {re.escape(name[:-1])}\w" if name.endswith("*")
+                   else rf"def {re.escape(name)}\(")
+        if not re.search(rf"^\s*(?:async )?{pattern}", sources, re.MULTILINE):
+            missing.append(name)
+    assert not missing, ("docs/security.md names tests that do not exist (rename them there, "
+                         f"or name the test that now attacks that boundary): {missing}")
