@@ -15,7 +15,7 @@ or a lookup (a bundled model's name, overlap < desired length) stay with
 their owner and refuse through `OptionChecker.refuse` in the same style.
 
 `declarations()` lists every declaration, for the docs check
-(tests/test_readme.py reads defaults and allowed values from it).
+(tests/test_reference.py holds docs/reference.md to it).
 """
 
 import json

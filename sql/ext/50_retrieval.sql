@@ -2,7 +2,7 @@
 -- pipeline's destination to a query text, embedded with the pipeline's own
 -- model and compared with the pipeline's own distance operator.
 --
--- Who may do what (README "Retrieval" says the same to users):
+-- Who may do what (docs/reference.md, "aidb.retrieve_key", says the same to users):
 --   * Reading the destination happens with the caller's rights, in
 --     retrieve_text (SECURITY INVOKER): the caller needs USAGE on its schema
 --     and SELECT on the table, as for any SELECT.
