@@ -80,7 +80,12 @@ def named_entries(body):
 def table_rows(text):
     """The data rows of the first Markdown table in `text`, as lists of
     stripped cells (header and separator dropped)."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break           # the first table ended
     return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines[2:]]
 
 
@@ -587,6 +592,35 @@ def test_the_worked_example_runs_as_shown(conn, fake_model):
     for column in columns.split(","):
         assert re.search(rf"^ {column} +\|", readme, re.MULTILINE), \
             f"the worked example's \\d output lacks column {column}"
+
+
+def test_the_readme_lists_every_status_in_the_order_it_is_decided(conn):
+    """README.md, 'Errors and statuses': aidb.pipem's Status is the first of
+    the table's rows that applies, so the table must hold every status the
+    deciding function returns, in its order."""
+    definition = conn.execute(
+        "SELECT pg_get_functiondef('aidb._pipeline_status'::regproc)").fetchone()[0]
+    decided = re.findall(r"(?:THEN|ELSE) '(\w+)'", definition)
+    assert "UpToDate" in decided, "aidb._pipeline_status no longer reads as expected"
+    body = section(read(README), "Errors and statuses", level=3)
+    tables = re.findall(r"^\| Status \|.*?(?=^[^|]|\Z)", body, re.MULTILINE | re.DOTALL)
+    assert tables, "README.md's 'Errors and statuses' has no '| Status |' table"
+    listed = [row[0] for row in table_rows(tables[0])]
+    assert listed == decided, (f"README.md, 'Errors and statuses': the Status table must list "
+                               f"{decided} in this order, not {listed}")
+
+
+def test_the_readme_explains_every_error_category():
+    """README.md, 'Errors and statuses': one row per failure category the
+    engine records (aidb.errors), each with its consequence."""
+    from aidb import errors
+    categories = {value for name, value in vars(errors).items()
+                  if re.fullmatch(r"(RECORD|PIPELINE)_(TEMPORARY|PERMANENT)", name)}
+    assert len(categories) == 4, "aidb.errors no longer names the four categories as expected"
+    body = section(read(README), "Errors and statuses", level=3)
+    listed = {row[0] for row in table_rows(body)}
+    assert listed == categories, (f"README.md, 'Errors and statuses': the category table must "
+                                  f"list {sorted(categories)}, not {sorted(listed)}")
 
 
 # ----------------------------------------------------- the threat model's tests
