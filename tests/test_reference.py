@@ -310,6 +310,10 @@ def test_every_option_is_documented_with_its_default_and_allowed_values(referenc
     documented = documented_options(reference)
     problems = []
     for key, options in sorted(declared.items()):
+        if key not in documented:
+            problems.append(f"{key[0]} {key[1]} has no options table: add a heading naming it "
+                            "(see how the others are named) with the table "
+                            "| option | default | allowed values | |")
         rows = documented.get(key, {})
         for option in options:
             wanted = (default_cell(option), option.must_be())
