@@ -198,6 +198,44 @@ def test_every_function_is_executable_by_public_as_documented(conn, reference):
                          f"granted to PUBLIC, but these are not: {revoked}; say who may call them")
 
 
+def test_create_pipelines_documented_ranges_are_what_it_accepts(conn, reference, fake_model):
+    """The allowed values create_pipeline's entry gives for batch_size,
+    background_sync_interval and auto_processing (update_pipeline takes the
+    same) are accepted at their edges and refused one step past them."""
+    import psycopg
+    entry = named_entries(section(reference, "Functions"))["create_pipeline"]
+    batch = re.search(r"`batch_size`: [^.]*?(\d+) to (\d+)", entry)
+    interval = re.search(r"`background_sync_interval`: (\d+ \w+) to (\d+ \w+)", entry)
+    modes = re.search(r"`auto_processing`: ([^(]*)", entry)
+    assert batch and interval and modes, ("docs/reference.md, aidb.create_pipeline: write "
+                                          "'`batch_size`: ... A to B', '`background_sync_interval`: "
+                                          "A unit to B unit' and '`auto_processing`: 'X', 'Y' or 'Z''")
+    low, high = int(batch.group(1)), int(batch.group(2))
+    conn.execute("CREATE TABLE ranges (id int PRIMARY KEY, body text)")
+    conn.execute("SELECT aidb.create_pipeline('ranges', 'ranges', source_data_column => 'body', "
+                 "step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config(%s))",
+                 (MODEL,))
+    probes = [("batch_size", value, ok) for value, ok in
+              ((low, True), (high, True), (low - 1, False), (high + 1, False))]
+    probes += [("background_sync_interval", f"{value}", ok) for value, ok in (
+        (interval.group(1), True), (interval.group(2), True),
+        (f"{interval.group(1)} - 1 millisecond", False), (f"{interval.group(2)} 1 second", False))]
+    probes += [("auto_processing", mode, True) for mode in re.findall(r"'(\w+)'", modes.group(1))]
+    probes += [("auto_processing", "Sometimes", False)]
+    wrong = []
+    for argument, value, accepted in probes:
+        try:
+            conn.execute(f"SELECT aidb.update_pipeline('ranges', {argument} => %s)", (value,))
+            outcome = True
+        except psycopg.errors.InvalidParameterValue:
+            outcome = False
+        if outcome != accepted:
+            wrong.append(f"{argument} => {value!r} was {'accepted' if outcome else 'refused'}")
+    assert len(re.findall(r"'(\w+)'", modes.group(1))) == 3, modes.group(1)
+    assert not wrong, ("docs/reference.md, aidb.create_pipeline, documents ranges the function "
+                       "does not keep: " + "; ".join(wrong))
+
+
 def test_everything_documented_exists(conn, reference):
     functions = named_entries(section(reference, "Functions"))
     views = named_entries(section(reference, "Views"))
