@@ -42,6 +42,7 @@ CORPUS = os.path.join(ROOT, "demo", "corpus.csv")
 # ------------------------------------------------------------ reading the docs
 
 def read(path):
+    """The text of the file at `path`."""
     with open(path, encoding="utf-8") as f:
         return f.read()
 
@@ -90,6 +91,7 @@ def table_rows(text):
 
 
 def code_blocks(text):
+    """The bodies of the fenced code blocks in `text`."""
     return re.findall(r"^```[a-z]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
 
 
@@ -106,6 +108,7 @@ def normalised_signature(text):
 
 @pytest.fixture(scope="module")
 def reference():
+    """The text of docs/reference.md."""
     return read(REFERENCE)
 
 
@@ -144,6 +147,7 @@ def public_views(conn):
 
 
 def test_every_function_is_documented_with_its_exact_signature(conn, reference):
+    """Each public function has an entry with its exact signature and who may call it."""
     documented = named_entries(section(reference, "Functions"))
     problems = []
     for name, signatures in public_functions(conn).items():
@@ -170,6 +174,7 @@ def test_every_function_is_documented_with_its_exact_signature(conn, reference):
 
 
 def test_every_view_is_documented_with_its_columns_and_types(conn, reference):
+    """Each view has an entry whose table lists its columns and types, in order."""
     documented = named_entries(section(reference, "Views"))
     problems = []
     for view, columns in public_views(conn).items():
@@ -237,6 +242,7 @@ def test_create_pipelines_documented_ranges_are_what_it_accepts(conn, reference,
 
 
 def test_everything_documented_exists(conn, reference):
+    """No entry documents a function or view the extension no longer has."""
     functions = named_entries(section(reference, "Functions"))
     views = named_entries(section(reference, "Views"))
     stale = sorted(set(functions) - set(public_functions(conn))) + \
@@ -247,8 +253,8 @@ def test_everything_documented_exists(conn, reference):
 
 # -------------------------------------------------------------------- settings
 
-# How the reference writes pg_settings.vartype and what "allowed values" must say.
 def allowed_values(setting):
+    """What the Settings table must say a setting allows (None: free text, said in words)."""
     if setting["vartype"] == "bool":
         return "`on`, `off`"
     if setting["vartype"] == "enum":
@@ -259,6 +265,7 @@ def allowed_values(setting):
 
 
 def test_every_setting_is_documented_with_its_default_range_and_context(conn, reference):
+    """Each aidb.* setting has a row matching pg_settings; no row outlives its setting."""
     settings = {row[0]: dict(zip(("vartype", "unit", "boot_val", "min_val", "max_val",
                                   "enumvals", "context"), row[1:]))
                 for row in conn.execute("""
@@ -344,6 +351,7 @@ def default_cell(option):
 
 
 def test_every_option_is_documented_with_its_default_and_allowed_values(reference):
+    """Each declared option has a row with its default and allowed values; no stale rows."""
     declared = declared_options()
     documented = documented_options(reference)
     problems = []
@@ -473,11 +481,13 @@ def worker_parser():
 
 
 def worker_options(parser):
+    """The actions of `parser` that are options, --help aside."""
     return [action for action in parser._actions if action.option_strings
             and not isinstance(action, argparse._HelpAction)]
 
 
 def worker_rows(reference):
+    """{set of flags: row} of the reference's `aidb worker` table."""
     rows = table_rows(section(reference, "External worker: `aidb worker`"))
     return {frozenset(re.findall(r"`(-[-\w]+)`", row[0])): row for row in rows}
 
@@ -492,6 +502,7 @@ def worker_environment(monkeypatch):
 
 
 def test_every_worker_option_is_documented_and_honoured(reference, worker_environment):
+    """Each `aidb worker` flag has a row whose default, variable and choices the command honours."""
     rows = worker_rows(reference)
     parser = worker_parser()
     defaults = parser.parse_args([])
@@ -577,6 +588,7 @@ def run_collecting_notices(conn, statement):
     notices = []
 
     def collect(diagnostic):
+        """Keeps one NOTICE's message."""
         notices.append(diagnostic.message_primary)
     conn.add_notice_handler(collect)
     try:
@@ -593,6 +605,7 @@ def run_collecting_notices(conn, statement):
 
 
 def test_the_quick_start_runs(conn, fake_model):
+    """The quick start's SQL runs, the Live pipeline embeds every note, and the search answers."""
     rows = None
     for block in readme_sql("Quick start"):
         rows, _ = run_collecting_notices(conn, block)
@@ -602,6 +615,7 @@ def test_the_quick_start_runs(conn, fake_model):
 
 
 def test_the_worked_example_runs_as_shown(conn, fake_model):
+    """The worked example's SQL runs on the demo's articles and shows what the README prints."""
     conn.execute("CREATE TABLE articles (id integer PRIMARY KEY, title text, body text)")
     with open(CORPUS, encoding="utf-8") as f:
         articles = [(int(r["id"]), r["title"], r["body"]) for r in csv.DictReader(f)]
