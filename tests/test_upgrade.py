@@ -111,12 +111,14 @@ def extension_version(conn):
 
 
 def registry(conn):
-    """Every pipeline's settings, as the registry holds them."""
+    """Every pipeline's settings, as the registry holds them (0.1.0 named
+    the source's type source_kind)."""
     return conn.execute("""
-        SELECT id, name, source::text, source_volume, source_kind, source_key_column,
-               source_data_column, source_filter, destination::text, steps, auto_processing,
-               batch_size, background_sync_interval, owner_role::text, created_at
-        FROM aidb.pipeline_registry ORDER BY id""").fetchall()
+        SELECT id, name, source::text, source_volume,
+               coalesce(to_jsonb(r) ->> 'source_type', to_jsonb(r) ->> 'source_kind'),
+               source_key_column, source_data_column, source_filter, destination::text, steps,
+               auto_processing, batch_size, background_sync_interval, owner_role::text, created_at
+        FROM aidb.pipeline_registry r ORDER BY id""").fetchall()
 
 
 def backlog_keys(conn, pipeline_id):

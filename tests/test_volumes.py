@@ -361,7 +361,7 @@ def test_delete_is_refused_while_a_pipeline_reads_the_volume(conn, tree):
     create_volume(conn, "docs", "file://" + tree["docs"])
     with conn.transaction():
         conn.execute("CREATE TABLE fake_destination ()")
-        conn.execute("INSERT INTO aidb.pipeline_registry (name, source_volume, source_kind, "
+        conn.execute("INSERT INTO aidb.pipeline_registry (name, source_volume, source_type, "
                      "destination, steps) VALUES ('reader', 'docs', 'volume', 'fake_destination', '[]')")
         with pytest.raises(psycopg.Error) as info, conn.transaction():
             conn.execute("SELECT aidb.delete_volume('docs')")

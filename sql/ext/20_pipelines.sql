@@ -8,7 +8,7 @@ CREATE TABLE aidb.pipeline_registry (
     name                     text NOT NULL UNIQUE,
     source                   regclass,             -- a table or view, or
     source_volume            text,                 -- a volume (aidb.volumes)
-    source_kind              text NOT NULL CHECK (source_kind IN ('table', 'view', 'volume')),
+    source_type              text NOT NULL CHECK (source_type IN ('table', 'view', 'volume')),
     source_key_column        text,                 -- NULL for volumes: the key is the object key
     source_data_column       text,
     source_filter            text,
@@ -21,7 +21,7 @@ CREATE TABLE aidb.pipeline_registry (
                              CHECK (background_sync_interval BETWEEN '1 second' AND '2 days'),
     owner_role               regrole NOT NULL DEFAULT pg_catalog.quote_ident(current_user)::regrole,
     created_at               timestamptz NOT NULL DEFAULT now(),
-    CHECK (CASE source_kind WHEN 'volume' THEN source IS NULL AND source_volume IS NOT NULL
+    CHECK (CASE source_type WHEN 'volume' THEN source IS NULL AND source_volume IS NOT NULL
                             ELSE source IS NOT NULL AND source_volume IS NULL
                                  AND source_key_column IS NOT NULL
                                  AND source_data_column IS NOT NULL END)

@@ -59,7 +59,7 @@ DECLARE
     facts record;
     base pg_type;
 BEGIN
-    IF p.source_kind = 'volume' THEN
+    IF p.source_type = 'volume' THEN
         key_type := 'pg_catalog.text';
         key_collation := '';
         equals := 'OPERATOR(pg_catalog.=)';
@@ -143,7 +143,7 @@ CREATE FUNCTION aidb._build_pipeline_objects(p aidb.pipeline_registry) RETURNS v
 DECLARE
     k record := aidb._pipeline_key(p);
 BEGIN
-    IF p.source_kind = 'table' THEN
+    IF p.source_type = 'table' THEN
         IF NOT has_table_privilege(p.owner_role, p.source, 'TRIGGER') THEN
             RAISE EXCEPTION 'permission denied: role % lacks TRIGGER on source %',
                 pg_get_userbyid(p.owner_role), p.source
@@ -151,11 +151,11 @@ BEGIN
         END IF;
     END IF;
     PERFORM aidb._create_bookkeeping(p, k.key_type, k.key_collation);
-    IF p.source_kind <> 'volume' THEN
+    IF p.source_type <> 'volume' THEN
         PERFORM aidb._create_source_functions(p, k.key_type, k.equals);
     END IF;
     PERFORM aidb._create_destination_function(p, k.key_type, k.equals);
-    IF p.source_kind = 'table' THEN
+    IF p.source_type = 'table' THEN
         PERFORM aidb._define_owner_function(p, 'capture', '', 'trigger', 'plpgsql',
                                             aidb._capture_body(p, k.key_type, k.equals));
         PERFORM aidb._create_capture_triggers(p);

@@ -3,7 +3,7 @@
 CREATE VIEW aidb.pipelines AS
 SELECT p.name,
        coalesce(p.source::text, p.source_volume) AS source,
-       p.source_kind AS source_type,
+       p.source_type,
        p.source_key_column,
        p.source_data_column,
        p.source_filter,
@@ -115,7 +115,7 @@ SELECT p.name AS "pipeline",
        p.auto_processing AS "auto processing",
        c.pending AS "table: unprocessed rows",
        s.scans_completed AS "volume: scans completed",
-       CASE WHEN p.source_kind = 'volume' THEN s.objects_seen ELSE c.source_records END
+       CASE WHEN p.source_type = 'volume' THEN s.objects_seen ELSE c.source_records END
            AS "count(source records)",
        c.destination_records AS "count(destination records)",
        aidb._pipeline_status(p, c.pending, c.source_records, c.destination_records,

@@ -35,7 +35,7 @@ BEGIN
         FROM aidb.pipeline_registry p
         JOIN pg_attribute k ON k.attrelid = p.source AND k.attname = p.source_key_column
         JOIN pg_attribute d ON d.attrelid = p.source AND d.attname = p.source_data_column
-        WHERE p.source_kind <> 'volume'), '{}'), true);
+        WHERE p.source_type <> 'volume'), '{}'), true);
 END
 $$;
 
@@ -90,7 +90,7 @@ CREATE FUNCTION aidb._built_names_changed(p aidb.pipeline_registry) RETURNS bool
                        WHERE f.pronamespace = 'aidb'::regnamespace
                          AND f.proname = '_destination_' || p.id
                          AND position(p.destination::text IN f.prosrc) > 0)
-        OR (p.source_kind <> 'volume'
+        OR (p.source_type <> 'volume'
             AND NOT EXISTS (SELECT FROM pg_proc f
                             WHERE f.pronamespace = 'aidb'::regnamespace
                               AND f.proname = '_source_' || p.id
@@ -103,7 +103,7 @@ CREATE FUNCTION aidb._partition_lacks_capture(p aidb.pipeline_registry) RETURNS 
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT p.source_kind = 'table'
+    SELECT p.source_type = 'table'
        AND EXISTS (SELECT FROM pg_trigger t
                    WHERE t.tgrelid = p.source AND t.tgname = 'aidb_' || p.id || '_insert')
        AND EXISTS (SELECT FROM pg_partition_tree(p.source) part
@@ -198,7 +198,7 @@ DECLARE
     src record;
     statement text := format('aidb_filter_check_%s', p.id);
 BEGIN
-    IF p.source_filter IS NULL OR p.source_kind = 'volume' THEN
+    IF p.source_filter IS NULL OR p.source_type = 'volume' THEN
         RETURN;
     END IF;
     src := aidb._source_sql(p);

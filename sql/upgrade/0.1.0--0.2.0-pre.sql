@@ -133,3 +133,9 @@ DROP INDEX aidb.pipeline_error_log_record;
 CREATE UNIQUE INDEX pipeline_error_log_record
     ON aidb.pipeline_error_log (pipeline_id, pg_catalog.md5(source_key))
     WHERE source_key IS NOT NULL;
+
+-- One name for a pipeline's kind of source: source_type, as 0.1.0's
+-- aidb.pipelines view already called it (docs/architecture.md, "Names").
+ALTER TABLE aidb.pipeline_registry RENAME COLUMN source_kind TO source_type;
+ALTER TABLE aidb.pipeline_registry
+    RENAME CONSTRAINT pipeline_registry_source_kind_check TO pipeline_registry_source_type_check;

@@ -38,7 +38,7 @@ SELECT aidb.run_pipeline('carols');
 SELECT aidb.retry_pipeline_errors('carols');
 -- Going around the functions does not work either.
 INSERT INTO aidb.model_registry (name, provider) VALUES ('carols', 'local_embeddings');
-INSERT INTO aidb.pipeline_registry (name, source, source_kind, source_key_column, source_data_column,
+INSERT INTO aidb.pipeline_registry (name, source, source_type, source_key_column, source_data_column,
                                     destination, steps)
 VALUES ('carols', 'feed', 'table', 'id', 'body', 'feed', '[]');
 SELECT aidb._install_pipeline_objects(1, fresh => true);

@@ -140,7 +140,7 @@ def process_keys(db, pipeline, stored, model_loader, wait_for_source=False):
 def _read_source(db, pipeline, queries, keys, stored, wait):
     """Current content of `keys`: rows (key, data, hash, stored_hash) and
     {key: (step, error)} for records that cannot be read."""
-    if pipeline.source_kind == "volume":
+    if pipeline.source_type == "volume":
         rows, failures = volume_source.read_rows(db, pipeline, keys, stored)
         return rows, {key: ("read", message) for key, message in failures.items()}
     found = {canonical_key(row["key"]): row for row in _source_rows(db, queries, keys, wait)}

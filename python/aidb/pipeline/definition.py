@@ -17,7 +17,7 @@ def quote_ident(name):
 class Pipeline:
     id: int
     name: str
-    source_kind: str            # 'table', 'view' or 'volume'
+    source_type: str            # 'table', 'view' or 'volume'
     source: str | None          # schema-qualified, quoted (tables and views)
     volume: str | None          # the volume's name (volumes)
     key_column: str | None      # quoted (tables and views)
@@ -63,7 +63,7 @@ class Pipeline:
 
 
 _LOAD = """
-SELECT p.id, p.name, p.source_kind, p.source_filter, p.steps::text AS steps,
+SELECT p.id, p.name, p.source_type, p.source_filter, p.steps::text AS steps,
        p.auto_processing, p.batch_size, p.owner_role::text AS owner_role,
        p.source_key_column, p.source_data_column, p.source_volume,
        CASE WHEN s.oid IS NOT NULL THEN pg_catalog.format('%%I.%%I', sn.nspname, s.relname) END AS source,
@@ -81,8 +81,8 @@ WHERE {condition}
 
 def _from_row(row):
     return Pipeline(
-        id=row["id"], name=row["name"], source_kind=row["source_kind"],
-        source=row["source"] if row["source_kind"] != "volume" else None,
+        id=row["id"], name=row["name"], source_type=row["source_type"],
+        source=row["source"] if row["source_type"] != "volume" else None,
         volume=row["source_volume"],
         key_column=_quoted_or_none(row["source_key_column"]),
         data_column=_quoted_or_none(row["source_data_column"]),

@@ -126,7 +126,7 @@ def check_source_as_owner(db, pipeline):
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                            hint="Give a boolean SQL expression over the source's columns, "
                                 "such as: published_time IS NOT NULL.") from None
-    if pipeline.source_kind == "view" and db.query(sql(
+    if pipeline.source_type == "view" and db.query(sql(
             "SELECT 1 FROM {drift}() AS d GROUP BY d.key HAVING pg_catalog.count(*) > 1 LIMIT 1",
             drift=pipeline.owner_function("drift"))):
         column = db.query("SELECT source_key_column AS c FROM aidb.pipeline_registry "

@@ -48,7 +48,7 @@ def create_pipeline(db, args, model_loader):
         dest_name = destination.create(db, schema, table, columns, owner)
     pipeline_id = db.query("""
         INSERT INTO aidb.pipeline_registry
-            (name, source, source_volume, source_kind, source_key_column, source_data_column,
+            (name, source, source_volume, source_type, source_key_column, source_data_column,
              source_filter, destination, steps, auto_processing, batch_size,
              background_sync_interval, owner_role)
         VALUES (%s, %s::oid::regclass, %s, %s, %s, %s, %s, %s::regclass, %s::jsonb, %s, %s,
@@ -59,7 +59,7 @@ def create_pipeline(db, args, model_loader):
                            args["background_sync_interval"], owner)[0]["id"]
     pipeline = load_pipeline_by_id(db, pipeline_id)
     install_objects(db, pipeline, fresh=True)
-    if pipeline.source_kind != "volume":
+    if pipeline.source_type != "volume":
         guard.check_source_as_owner(db, pipeline)
     _capture_existing(db, pipeline)
     return pipeline
@@ -98,7 +98,7 @@ def _capture_existing(db, pipeline):
     """Tables and views: every existing row (a table's capture triggers exist
     already, and their lock keeps writers out until we commit). Volumes: a
     first scan."""
-    if pipeline.source_kind == "volume":
+    if pipeline.source_type == "volume":
         volume_source.scan(db, pipeline)
         return
     db.execute(BatchQueries(pipeline).enqueue_all)
@@ -124,7 +124,7 @@ def update_pipeline(db, name, auto_processing, batch_size, background_sync_inter
     """Change how a pipeline runs; NULL arguments keep their value."""
     pipeline = pipeline_for_change(db, name)
     _check_settings(db, auto_processing, batch_size, background_sync_interval)
-    _check_live_possible(auto_processing, pipeline.source_kind, pipeline.source or pipeline.volume)
+    _check_live_possible(auto_processing, pipeline.source_type, pipeline.source or pipeline.volume)
     db.execute("""
         UPDATE aidb.pipeline_registry
         SET auto_processing = coalesce(%s::text, auto_processing),
@@ -132,7 +132,7 @@ def update_pipeline(db, name, auto_processing, batch_size, background_sync_inter
             background_sync_interval = coalesce(%s::text::interval, background_sync_interval)
         WHERE id = %s""", auto_processing, batch_size, background_sync_interval, pipeline.id)
     updated = load_pipeline_by_id(db, pipeline.id)
-    if updated.auto_processing != pipeline.auto_processing and updated.source_kind == "table":
+    if updated.auto_processing != pipeline.auto_processing and updated.source_type == "table":
         install_objects(db, updated)
     return updated
 
@@ -175,13 +175,13 @@ def _check_name(db, name):
                         hint="Choose another name, or aidb.delete_pipeline() the old one first.")
 
 
-def _check_live_possible(auto_processing, source_kind, source):
+def _check_live_possible(auto_processing, source_type, source):
     """Live runs in the writing transaction, so it needs triggers on the
     source: a view (no triggers) or a volume (files change outside any
     transaction) would wait silently for a run."""
-    if auto_processing != "Live" or source_kind == "table":
+    if auto_processing != "Live" or source_type == "table":
         return
-    if source_kind == "volume":
+    if source_type == "volume":
         raise InvalidInput(f'a pipeline over volume "{source}" cannot be Live',
                            hint="Files change outside any transaction: use 'Background' "
                                 "(scans every background_sync_interval) or 'Disabled'.")

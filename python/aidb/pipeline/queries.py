@@ -68,7 +68,7 @@ class BatchQueries:
             SELECT {destination}(%s::{kt}[], %s::{kt}[], %s::pg_catalog.int4[],
                                  %s::pg_catalog.text[], %s::pg_catalog.bytea[]) AS busy""",
                                      destination=p.owner_function("destination"), **names)
-        if p.source_kind == "volume":
+        if p.source_type == "volume":
             return
         names.update(source=p.source_name, read=p.owner_function("source"),
                      drift=p.owner_function("drift"), all_keys=p.owner_function("all_keys"))

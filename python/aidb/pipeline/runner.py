@@ -55,9 +55,9 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
         error_log.record_pipeline_error(db, pipeline.id, "source", PIPELINE_PERMANENT, exc.message)
         _save_stats(db, pipeline, summary)
         return summary
-    if pipeline.source_kind in ("view", "volume") and reconcile_view:
+    if pipeline.source_type in ("view", "volume") and reconcile_view:
         reconcile(db, pipeline)
-    hold_source = max_batches is None and pipeline.source_kind != "volume"
+    hold_source = max_batches is None and pipeline.source_type != "volume"
     if hold_source:
         db.execute(BatchQueries(pipeline).hold_source)
     pending = _pending(db, pipeline) if progress else 0
@@ -171,7 +171,7 @@ def reconcile(db, pipeline):
     """Enqueue every key whose source content differs from what the
     destination was built from; returns how many were found. For a volume,
     that is a scan of it. The source is read by the owner's function."""
-    if pipeline.source_kind == "volume":
+    if pipeline.source_type == "volume":
         return volume_source.scan(db, pipeline)
     guard.check_pipeline_objects(db, pipeline)
     check_owner_can_read(db, pipeline)
@@ -189,7 +189,7 @@ def run_worker_batch(db, pipeline, model_loader, cursor=None):
     A batch whose every key was handed back (rows held by another open
     transaction) counts as failed, so the worker backs off instead of
     claiming them again at once."""
-    if pipeline.source_kind in ("view", "volume") and _backlog_empty(db, pipeline):
+    if pipeline.source_type in ("view", "volume") and _backlog_empty(db, pipeline):
         reconcile(db, pipeline)
     summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False,
                            reconcile_view=False, cursor=cursor)

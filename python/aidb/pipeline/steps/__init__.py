@@ -36,7 +36,7 @@ def step_class(operation):
 VOLUME_ONLY = ("ParsePdf", "PerformOcr")
 
 
-def validate_steps(steps, source_kind="table"):
+def validate_steps(steps, source_type="table"):
     """Check a list of (operation, options) and return it normalised as
     [{"operation": ..., "options": {...}}, ...]."""
     if not steps:
@@ -47,7 +47,7 @@ def validate_steps(steps, source_kind="table"):
         raise InvalidInput(f"a pipeline has at most {MAX_STEPS} steps, not {len(steps)}")
     normalized = [_validate_step(position, operation, options, len(steps))
                   for position, (operation, options) in enumerate(steps, start=1)]
-    if source_kind != "volume":
+    if source_type != "volume":
         _check_text_source(normalized)
     return normalized
 
