@@ -464,3 +464,29 @@ def test_other_roles_cannot_read_use_or_delete_keyed_models(cluster, shared_db, 
         assert_fake_vectors([encode(intruder, "mine", "mine")], ["mine"])
     assert_fake_vectors([encode(shared_conn, "emb", "still mine")], ["still mine"])
     assert shared_conn.execute("SELECT count(*) FROM aidb.model_credentials").fetchone() == (2,)
+
+
+def test_hash_embeddings_are_deterministic_unit_vectors_that_follow_shared_words(shared_conn):
+    """The demo/test provider: the same text gives the same vector in any
+    session, every vector has unit length (a text without words too, so
+    cosine distance is defined), and shared words bring texts closer."""
+    shared_conn.execute("SELECT aidb.create_model('hash16', 'hash_embeddings', "
+                        "'{\"dimensions\": 16}')")
+    try:
+        first = shared_conn.execute("SELECT aidb.encode_text('hash16', 'The cat sat')::text").fetchone()
+        again = shared_conn.execute("SELECT aidb.encode_text('hash16', 'the CAT sat')::text").fetchone()
+        assert first == again
+        norms = shared_conn.execute(
+            "SELECT array_agg(round(vector_norm(aidb.encode_text('hash16', t))::numeric, 6)) "
+            "FROM unnest(ARRAY['The cat sat', '', '!!', 'x']) t").fetchone()[0]
+        assert norms == [1, 1, 1, 1]
+        near, far = shared_conn.execute(
+            "SELECT aidb.encode_text('hash16', 'cat sat mat') <=> aidb.encode_text('hash16', 'the cat sat'), "
+            "aidb.encode_text('hash16', 'cat sat mat') <=> aidb.encode_text('hash16', 'quarterly tax')"
+        ).fetchone()
+        assert near < far
+        error = sql_error(shared_conn, "SELECT aidb.create_model('hk', 'hash_embeddings', '{}', "
+                                       "'{\"api_key\": \"k-1\"}')")
+        assert "takes no credentials" in error.diag.message_primary
+    finally:
+        shared_conn.execute("SELECT aidb.delete_model('hash16')")

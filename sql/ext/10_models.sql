@@ -113,7 +113,8 @@ if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
 GD["aidb"].create_model(name, provider, config, credentials, replace_credentials)
 $$;
 COMMENT ON FUNCTION aidb.create_model(text, text, jsonb, jsonb, boolean) IS
-    'Registers a model (providers: openai_embeddings, ollama_embeddings, local_embeddings); '
+    'Registers a model (providers: openai_embeddings, ollama_embeddings, openai_completions, '
+    'local_embeddings, hash_embeddings); '
     'with replace_credentials => true, replaces the credentials of an existing one.';
 
 CREATE FUNCTION aidb.delete_model(name text) RETURNS void

@@ -5,6 +5,9 @@ CREATE EXTENSION aidb;
 -- shown with client_min_messages = notice around one statement.
 SET client_min_messages = warning;
 \set SHOW_CONTEXT never
+-- Embeddings by hash_embeddings: deterministic and instant (models.sql tests
+-- the local model itself).
+SELECT aidb.create_model('hashed', 'hash_embeddings');
 
 -- The stable columns of aidb.pipem (no timestamps, rates or worker pids).
 CREATE VIEW metrics AS
@@ -46,7 +49,7 @@ SET client_min_messages = notice;
 SELECT aidb.create_pipeline('docs_kb', 'docs', source_data_column => 'body',
        step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(30, 40, 5, strategy => 'chars'),
        step_2 => 'KnowledgeBase',
-       step_2_options => aidb.knowledge_base_config('minilm', data_format => 'Text',
+       step_2_options => aidb.knowledge_base_config('hashed', data_format => 'Text',
                                                     distance_operator => 'Cosine',
                                                     vector_index => '{"type": "hnsw"}'));
 SET client_min_messages = warning;
@@ -75,7 +78,7 @@ SELECT aidb.run_pipeline('docs_kb');
 SELECT source_key, part_id, value, vector_dims(embedding) AS dims
 FROM docs_kb_embeddings ORDER BY source_key, part_id;
 -- Each embedding is the model's embedding of the stored value.
-SELECT bool_and(embedding <=> aidb.encode_text('minilm', value) < 1e-4) AS embeddings_match
+SELECT bool_and(embedding <=> aidb.encode_text('hashed', value) < 1e-4) AS embeddings_match
 FROM docs_kb_embeddings;
 SELECT * FROM metrics;
 SELECT pipeline, source_key, step, category, message FROM aidb.pipeline_errors;
@@ -170,7 +173,7 @@ CREATE VIEW visible_notes AS SELECT code, upper(note) AS note FROM notes WHERE N
 SET client_min_messages = notice;
 SELECT aidb.create_pipeline('visible_notes_kb', 'visible_notes', source_key_column => 'code',
        source_data_column => 'note',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'));
+       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('hashed'));
 SET client_min_messages = warning;
 SELECT source_type, destination FROM aidb.pipelines WHERE name = 'visible_notes_kb';
 SELECT count(*) AS view_triggers FROM pg_trigger WHERE tgrelid = 'visible_notes'::regclass;

@@ -14,6 +14,9 @@ FROM pg_roles WHERE rolname = 'aidb_users';
 DROP EXTENSION aidb;
 CREATE EXTENSION aidb;
 SELECT count(*) AS aidb_users_roles FROM pg_roles WHERE rolname = 'aidb_users';
+-- Pipelines here embed with hash_embeddings: deterministic and instant (the
+-- local model's first load would cost 30 s and prove nothing about security).
+SELECT aidb.create_model('hashed', 'hash_embeddings');
 
 CREATE ROLE regress_alice;
 CREATE ROLE regress_bob;
@@ -81,7 +84,7 @@ RESET SESSION AUTHORIZATION;
 
 -------------------------------------------------------------------------------
 -- Pipelines and retrieval. Alice's notes are chunked (note 1 into two
--- parts), embedded with the local model and compared by cosine distance.
+-- parts), embedded (hash_embeddings: shared words) and compared by cosine distance.
 SET SESSION AUTHORIZATION regress_alice;
 CREATE TABLE regress_alice.notes (id int PRIMARY KEY, body text);
 INSERT INTO regress_alice.notes VALUES
@@ -92,7 +95,7 @@ INSERT INTO regress_alice.notes VALUES
 SELECT aidb.create_pipeline('alice_notes', 'regress_alice.notes', source_data_column => 'body',
        step_1 => 'ChunkText', step_1_options => aidb.chunk_text_config(25),
        step_2 => 'KnowledgeBase',
-       step_2_options => aidb.knowledge_base_config('minilm', distance_operator => 'Cosine'));
+       step_2_options => aidb.knowledge_base_config('hashed', distance_operator => 'Cosine'));
 SELECT aidb.run_pipeline('alice_notes');
 SELECT source_key, part_id, value FROM regress_alice.alice_notes_embeddings ORDER BY 1, 2;
 -- Nearest first; one row per key, unless deduplicate => false.
@@ -113,7 +116,7 @@ SET SESSION AUTHORIZATION regress_bob;
 CREATE TABLE regress_bob.docs (id int PRIMARY KEY, body text);
 INSERT INTO regress_bob.docs VALUES (1, 'bob writes about trains');
 SELECT aidb.create_pipeline('bob_docs', 'regress_bob.docs', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'));
+       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('hashed'));
 SELECT aidb.run_pipeline('bob_docs');
 -- Bob cannot read alice's destination, so retrieval from her pipeline fails.
 SELECT * FROM aidb.retrieve_key('alice_notes', 'a sleepy kitten');
@@ -145,20 +148,20 @@ SELECT aidb.create_pipeline('bob_keyed', 'regress_bob.docs', source_data_column 
        step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('alice_remote'));
 -- A pipeline on her table needs SELECT on it, and TRIGGER to follow its changes.
 SELECT aidb.create_pipeline('bob_on_notes', 'regress_alice.notes', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('hashed'),
        destination => 'regress_bob.on_notes');
 SET SESSION AUTHORIZATION regress_alice;
 GRANT USAGE ON SCHEMA regress_alice TO regress_bob;
 GRANT SELECT ON regress_alice.notes TO regress_bob;
 SET SESSION AUTHORIZATION regress_bob;
 SELECT aidb.create_pipeline('bob_on_notes', 'regress_alice.notes', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('hashed'),
        destination => 'regress_bob.on_notes');
 SET SESSION AUTHORIZATION regress_alice;
 GRANT TRIGGER ON regress_alice.notes TO regress_bob;
 SET SESSION AUTHORIZATION regress_bob;
 SELECT aidb.create_pipeline('bob_on_notes', 'regress_alice.notes', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('hashed'),
        destination => 'regress_bob.on_notes');
 SELECT aidb.run_pipeline('bob_on_notes');
 SELECT count(*) AS bob_embedded_notes FROM regress_bob.on_notes;
@@ -181,7 +184,7 @@ RESET SESSION AUTHORIZATION;
 -- does the same with a background worker logged in as an aidb user.)
 SET SESSION AUTHORIZATION regress_alice;
 SELECT aidb.create_pipeline('alice_feed', 'feed', source_data_column => 'body',
-       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('minilm'),
+       step_1 => 'KnowledgeBase', step_1_options => aidb.knowledge_base_config('hashed'),
        destination => 'regress_alice.feed_embeddings');
 SELECT aidb.run_pipeline('alice_feed');
 RESET SESSION AUTHORIZATION;
@@ -236,7 +239,7 @@ CREATE SCHEMA "Odd Schema" AUTHORIZATION "regress_odd ""role"" ü";
 SET SESSION AUTHORIZATION "regress_odd ""role"" ü";
 CREATE TABLE "Odd Schema"."Odd ""Table"" ü" ("Key Col" int PRIMARY KEY, "Body ""Text""; --" text);
 INSERT INTO "Odd Schema"."Odd ""Table"" ü" VALUES (1, 'The cat naps'), (2, 'Stocks fell');
-SELECT aidb.create_model('Mödel "q"; DROP TABLE feed; --', 'local_embeddings');
+SELECT aidb.create_model('Mödel "q"; DROP TABLE feed; --', 'hash_embeddings');
 SELECT aidb.create_pipeline('Ünïcode_Pipe', '"Odd Schema"."Odd ""Table"" ü"',
        source_key_column => 'Key Col', source_data_column => 'Body "Text"; --',
        destination => '"Odd Schema"."Dest""; DROP TABLE feed; --"',
@@ -252,7 +255,7 @@ WHERE pipeline = 'Ünïcode_Pipe';
 SELECT aidb.run_pipeline('Ünïcode_Pipe');
 -- Pipeline names are case-sensitive identifiers.
 SELECT aidb.run_pipeline('ünïcode_pipe');
-\set kb 'step_1 => ''KnowledgeBase'', step_1_options => aidb.knowledge_base_config(''minilm'')'
+\set kb 'step_1 => ''KnowledgeBase'', step_1_options => aidb.knowledge_base_config(''hashed'')'
 SELECT aidb.create_pipeline('My Pipeline', 'feed', source_data_column => 'body', :kb);
 SELECT aidb.create_pipeline('x"; DROP TABLE feed; --', 'feed', source_data_column => 'body', :kb);
 -- Injection attempts in every other name argument.

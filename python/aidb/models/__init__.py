@@ -10,6 +10,7 @@ PROVIDER_MODULES = {
     "openai_completions": ("openai_completions", "OpenAICompletions"),
     "ollama_embeddings": ("ollama_embeddings", "OllamaEmbeddings"),
     "local_embeddings": ("local_embeddings", "LocalEmbeddings"),
+    "hash_embeddings": ("hash_embeddings", "HashEmbeddings"),
 }
 
 
