@@ -425,27 +425,33 @@ def test_the_option_checker_keeps_the_documented_bounds():
 def documented_defaults(reference, key):
     """{option: default} of the options table `key` that have a JSON default."""
     return {name: json.loads(unquote(default)) for name, (default, _) in
-            documented_options(reference)[key].items() if default.startswith("`")}
+            documented_options(reference).get(key, {}).items() if default.startswith("`")}
 
 
 def test_stored_model_and_volume_options_hold_the_documented_defaults(conn, reference):
     """create_model and create_volume store their options with the defaults
-    filled in: those must be the documented ones, option by option."""
-    conn.execute("""SELECT aidb.create_model('docs_openai', 'openai_embeddings', '{"model": "m"}'),
-                           aidb.create_model('docs_ollama', 'ollama_embeddings', '{"model": "m"}'),
-                           aidb.create_model('docs_chat', 'openai_completions', '{"model": "m"}'),
-                           aidb.create_model('docs_local', 'local_embeddings'),
-                           aidb.create_volume('docs_s3', 's3://bucket/prefix')""")
+    filled in: those must be the documented ones, for every provider (given
+    only its required options) and for an s3 volume."""
+    cases = {}
+    for (kind, provider), options in declared_options().items():
+        if kind != "model":
+            continue
+        required = {option.name: option.example if option.example is not None else "m"
+                    for option in options if option.required}
+        name = f"docs_{provider}"
+        conn.execute("SELECT aidb.create_model(%s, %s, %s::jsonb)",
+                     (name, provider, json.dumps(required)))
+        cases[name] = ("model", provider)
+    conn.execute("SELECT aidb.create_volume('docs_s3', 's3://bucket/prefix')")
+    cases["docs_s3"] = ("volume", "s3")
     stored = dict(conn.execute("SELECT name, config FROM aidb.models WHERE name LIKE 'docs_%' "
                                "UNION ALL SELECT name, options FROM aidb.volumes").fetchall())
-    cases = {"docs_openai": ("model", "openai_embeddings"), "docs_ollama": ("model", "ollama_embeddings"),
-             "docs_chat": ("model", "openai_completions"), "docs_local": ("model", "local_embeddings"),
-             "docs_s3": ("volume", "s3")}
     wrong = [f"{key[0]} {key[1]}: {option} is stored as {stored[name].get(option)!r}, "
              f"documented {default!r}"
              for name, key in cases.items()
              for option, default in documented_defaults(reference, key).items()
              if stored[name].get(option) != default]
+    assert len(cases) > 4, "declarations() lists fewer providers than aidb has"
     assert not wrong, "docs/reference.md, '## Options': " + "; ".join(wrong)
 
 
