@@ -685,6 +685,21 @@ def test_the_readme_explains_every_error_category():
                                   f"list {sorted(categories)}, not {sorted(listed)}")
 
 
+def test_the_readmes_performance_figures_are_the_latest_benchmarks():
+    """README.md's 'Performance' quotes docs/benchmarks.md's latest table:
+    its date and every figure it gives must be there, so new figures there
+    cannot leave old ones here."""
+    quoted = section(read(README), "Performance")
+    latest = section(read(os.path.join(ROOT, "docs", "benchmarks.md")), "Latest figures")
+    dates = re.findall(r"\d{4}-\d{2}-\d{2}", quoted)
+    figures = set(re.findall(r"\d[\d,]*\.?\d*", re.sub(r"\d{4}-\d{2}-\d{2}|1,536|2 CPUs|0\.12\.1",
+                                                       "", quoted)))
+    assert dates and figures, "README.md's 'Performance' quotes no dated figures"
+    missing = [value for value in dates + sorted(figures) if value not in latest]
+    assert not missing, ("README.md, 'Performance', quotes figures that docs/benchmarks.md's "
+                         f"'Latest figures' does not hold (update them from there): {missing}")
+
+
 # ----------------------------------------------------- the threat model's tests
 
 def test_every_test_the_security_document_names_exists():
