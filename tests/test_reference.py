@@ -241,6 +241,17 @@ def test_create_pipelines_documented_ranges_are_what_it_accepts(conn, reference,
                        "does not keep: " + "; ".join(wrong))
 
 
+def test_every_view_is_readable_by_everyone_as_documented(conn, reference):
+    """The reference says every view is readable by everyone."""
+    assert "Every view is readable by\neveryone" in section(reference, "Views")
+    closed = [name for (name,) in conn.execute("""
+        SELECT c.relname FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = 'aidb'::regnamespace AND c.relkind IN ('v', 'm')
+          AND c.relname !~ '^_' AND NOT has_table_privilege('public', c.oid, 'SELECT')""").fetchall()]
+    assert not closed, ("docs/reference.md, '## Views', says every view is readable by everyone, "
+                        f"but PUBLIC may not SELECT: {closed}; say who may read them")
+
+
 def test_everything_documented_exists(conn, reference):
     """No entry documents a function or view the extension no longer has."""
     functions = named_entries(section(reference, "Functions"))
