@@ -229,7 +229,7 @@ def test_credentials_env_must_look_like_a_variable_and_is_not_echoed(aidb_user, 
     error = sql_error(user, "SELECT aidb.create_model('m', 'openai_embeddings', %s, %s)",
                       (Jsonb({"model": SERVER_MODEL, "url": model_server.url + "/v1"}),
                        Jsonb({"credentials_env": pasted_key})))
-    assert error.sqlstate == "22023" and "must name an environment variable" in error_text(error)
+    assert error.sqlstate == "22023" and "must be the name of an environment variable" in error_text(error)
     assert_not_shown(pasted_key, error_text(error))
 
 

@@ -52,7 +52,7 @@ DECIDED = {
     "_run_batch": {USERS}, "_record_worker_error": {USERS}, "_worker_heartbeat": {USERS},
     # Nobody: superusers and aidb's own SECURITY DEFINER functions only.
     **{name: NOBODY for name in (
-        "_publish_pipeline", "_depend_on_extension",
+        "_publish_pipeline", "_depend_on_extension", "_protect_registry",
         "_capture_keys", "_registry_row_changed", "_errors_cleared",
         "_guard_aidb_objects", "_guard_aidb_grants", "_guard_aidb_drops", "_depend_restored_objects",
         "_note_source_columns", "_follow_source_changes", "_block_pipelines_of_dropped",

@@ -41,6 +41,42 @@ BEGIN
 END
 $$;
 
+-- The security of a registry and its credentials table, models' and
+-- volumes' alike (one definition, so that a fix reaches both): everyone
+-- reads the registry, members of a row's owner role write it; a
+-- credentials row (keyed by `key_column`, the registry's name) is visible
+-- and writable only to members of its registry row's owner role.
+-- Superusers bypass row-level security; the engine reads credentials for a
+-- pipeline through SECURITY DEFINER functions. Run by the install script's
+-- table sections only (an upgrade keeps the policies it finds).
+CREATE FUNCTION aidb._protect_registry(registry regclass, credentials regclass, key_column name)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    -- 0.1.0 wrote these policies by hand with the alias m (models) or v
+    -- (volumes); the same alias keeps their text identical after an upgrade.
+    alias name := left(key_column, 1);
+    owns_row text := format('EXISTS (SELECT FROM %s %I WHERE %I.name = %I '
+                            'AND pg_catalog.pg_has_role(%I.owner, ''MEMBER''))',
+                            registry, alias, alias, key_column, alias);
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', registry);
+    EXECUTE format('CREATE POLICY anyone_reads ON %s FOR SELECT USING (true)', registry);
+    EXECUTE format('CREATE POLICY owner_writes ON %s FOR ALL '
+                   'USING (pg_catalog.pg_has_role(owner, ''MEMBER'')) '
+                   'WITH CHECK (pg_catalog.pg_has_role(owner, ''MEMBER''))', registry);
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', credentials);
+    EXECUTE format('CREATE POLICY owner_only ON %s FOR ALL USING (%s) WITH CHECK (%s)',
+                   credentials, owns_row, owns_row);
+    EXECUTE format('GRANT SELECT ON %s, %s TO PUBLIC', registry, credentials);
+    EXECUTE format('GRANT INSERT, DELETE ON %s, %s TO aidb_users', registry, credentials);
+END
+$$;
+COMMENT ON FUNCTION aidb._protect_registry(regclass, regclass, name) IS
+    'aidb internal, install only: row-level security and grants of a registry and its credentials table.';
+
 -- upgrade: skip begin
 CREATE TABLE aidb.model_registry (
     name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
@@ -59,24 +95,10 @@ CREATE TABLE aidb.model_credentials (
 COMMENT ON TABLE aidb.model_credentials IS
     'API keys of models; each row is visible only to the model''s owner.';
 
-ALTER TABLE aidb.model_registry ENABLE ROW LEVEL SECURITY;
-CREATE POLICY anyone_reads ON aidb.model_registry FOR SELECT USING (true);
-CREATE POLICY owner_writes ON aidb.model_registry FOR ALL
-    USING (pg_catalog.pg_has_role(owner, 'MEMBER'))
-    WITH CHECK (pg_catalog.pg_has_role(owner, 'MEMBER'));
-
-ALTER TABLE aidb.model_credentials ENABLE ROW LEVEL SECURITY;
-CREATE POLICY owner_only ON aidb.model_credentials FOR ALL
-    USING (EXISTS (SELECT FROM aidb.model_registry m
-                   WHERE m.name = model AND pg_catalog.pg_has_role(m.owner, 'MEMBER')))
-    WITH CHECK (EXISTS (SELECT FROM aidb.model_registry m
-                        WHERE m.name = model AND pg_catalog.pg_has_role(m.owner, 'MEMBER')));
-
 -- CREATE EXTENSION made the schema, owned by a superuser: without USAGE no
 -- other role could reach any aidb object (CREATE stays with the owner).
 GRANT USAGE ON SCHEMA aidb TO PUBLIC;
-GRANT SELECT ON aidb.model_registry, aidb.model_credentials TO PUBLIC;
-GRANT INSERT, DELETE ON aidb.model_registry, aidb.model_credentials TO aidb_users;
+SELECT aidb._protect_registry('aidb.model_registry', 'aidb.model_credentials', 'model');
 
 -- User-created models are part of a dump; the pre-registered ones come back
 -- with CREATE EXTENSION.

@@ -25,21 +25,7 @@ CREATE TABLE aidb.volume_credentials (
 COMMENT ON TABLE aidb.volume_credentials IS
     'S3 credentials of volumes; each row is visible only to the volume''s owner.';
 
-ALTER TABLE aidb.volume_registry ENABLE ROW LEVEL SECURITY;
-CREATE POLICY anyone_reads ON aidb.volume_registry FOR SELECT USING (true);
-CREATE POLICY owner_writes ON aidb.volume_registry FOR ALL
-    USING (pg_catalog.pg_has_role(owner, 'MEMBER'))
-    WITH CHECK (pg_catalog.pg_has_role(owner, 'MEMBER'));
-
-ALTER TABLE aidb.volume_credentials ENABLE ROW LEVEL SECURITY;
-CREATE POLICY owner_only ON aidb.volume_credentials FOR ALL
-    USING (EXISTS (SELECT FROM aidb.volume_registry v
-                   WHERE v.name = volume AND pg_catalog.pg_has_role(v.owner, 'MEMBER')))
-    WITH CHECK (EXISTS (SELECT FROM aidb.volume_registry v
-                        WHERE v.name = volume AND pg_catalog.pg_has_role(v.owner, 'MEMBER')));
-
-GRANT SELECT ON aidb.volume_registry, aidb.volume_credentials TO PUBLIC;
-GRANT INSERT, DELETE ON aidb.volume_registry, aidb.volume_credentials TO aidb_users;
+SELECT aidb._protect_registry('aidb.volume_registry', 'aidb.volume_credentials', 'volume');
 
 SELECT pg_catalog.pg_extension_config_dump('aidb.volume_registry', '');
 SELECT pg_catalog.pg_extension_config_dump('aidb.volume_credentials', '');
