@@ -43,6 +43,7 @@ DECIDED = {
     "_pipeline_key": {PUBLIC}, "_key_type_facts": {PUBLIC},
     "_float4_vector": {PUBLIC}, "_add_state_rows": {PUBLIC},
     "_embed_query": {PUBLIC}, "_check_retrieval_destination": {PUBLIC},
+    "_destination_is_shared": {PUBLIC}, "_destination_scope": {PUBLIC},
     "_distance_operator": {PUBLIC},
     "_owner_function_problem": {PUBLIC},
     # Run by aidb users and pipeline owners only.
@@ -60,6 +61,7 @@ DECIDED = {
         "_build_pipeline_objects", "_create_bookkeeping", "_define_owner_function",
         "_source_sql", "_create_source_functions", "_create_destination_function",
         "_capture_body", "_capture_enqueue", "_create_capture_triggers",
+        "_destination_keys_as_text", "_destination_key_type", "_destination_key_match",
         "_drop_pipeline_objects_unchecked", "_built_names_changed", "_partition_lacks_capture")},
 }
 

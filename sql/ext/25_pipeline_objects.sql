@@ -272,8 +272,8 @@ BEGIN
     -- At creation: every key of the source and of an existing destination.
     PERFORM aidb._define_owner_function(p, 'all_keys', '', format('SETOF %s', key_type), 'sql',
         format('SELECT s.%1$I::%2$s FROM %3$s AS s WHERE s.%1$I IS NOT NULL '
-               'UNION SELECT d.source_key::%2$s FROM %4$s AS d',
-               p.source_key_column, key_type, src.source, dest));
+               'UNION SELECT d.source_key::%2$s FROM %4$s AS d WHERE true%5$s',
+               p.source_key_column, key_type, src.source, dest, aidb._destination_scope(p)));
 END
 $$;
 
@@ -290,29 +290,46 @@ DECLARE
     dest text := p.destination::text;
     with_vectors boolean := EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = p.destination
                                     AND a.attname = 'embedding' AND NOT a.attisdropped);
+    -- A shared destination (part 26): rows scoped by pipeline, keys maybe as text.
+    shared boolean := aidb._destination_is_shared(p.destination);
+    as_text boolean := aidb._destination_keys_as_text(p, key_type);
+    dest_op text := CASE WHEN as_text THEN 'OPERATOR(pg_catalog.=)' ELSE equals END;
 BEGIN
     PERFORM aidb._define_owner_function(p, 'destination',
         format('removed %1$s[], keys %1$s[], part_ids pg_catalog.int4[], vals pg_catalog.text[], '
                'vectors pg_catalog.bytea[]', key_type), format('%s[]', key_type), 'plpgsql',
         format($body$
 DECLARE
-    locked %1$s[];
-    busy %1$s[];
-BEGIN
-    locked := ARRAY(SELECT d.source_key FROM %2$s AS d WHERE d.source_key %3$s ANY (removed)
-                    FOR UPDATE SKIP LOCKED);
-    busy := ARRAY(SELECT DISTINCT d.source_key::%1$s FROM %2$s AS d
-                  WHERE d.source_key %3$s ANY (removed) AND NOT d.source_key %3$s ANY (locked));
-    DELETE FROM %2$s AS d WHERE d.source_key %3$s ANY (locked);
-    INSERT INTO %2$s (source_key, part_id, value%4$s)
-    SELECT u.k, u.i, u.v%5$s FROM ROWS FROM (pg_catalog.unnest(keys), pg_catalog.unnest(part_ids),
-                                 pg_catalog.unnest(vals), pg_catalog.unnest(vectors)) AS u(k, i, v, e)
-    WHERE NOT u.k %3$s ANY (busy);
-    RETURN busy;
+    locked %6$s[];
+    busy %6$s[];
+BEGIN%10$s
+    locked := ARRAY(SELECT d.source_key FROM %2$s AS d WHERE %7$s FOR UPDATE SKIP LOCKED);
+    busy := ARRAY(SELECT DISTINCT d.source_key FROM %2$s AS d
+                  WHERE %7$s AND NOT d.source_key %3$s ANY (locked));
+    DELETE FROM %2$s AS d WHERE d.source_key %3$s ANY (locked)%8$s;
+    INSERT INTO %2$s (%9$ssource_key, part_id, value%4$s)
+    SELECT %11$su.k%12$s, u.i, u.v%5$s
+    FROM ROWS FROM (pg_catalog.unnest(keys), pg_catalog.unnest(part_ids),
+                    pg_catalog.unnest(vals), pg_catalog.unnest(vectors)) AS u(k, i, v, e)
+    WHERE NOT u.k%12$s %3$s ANY (busy);
+    RETURN busy::%1$s[];
 END
-$body$, key_type, dest, equals,
+$body$, key_type, dest, dest_op,
            CASE WHEN with_vectors THEN ', embedding' ELSE '' END,
-           CASE WHEN with_vectors THEN ', aidb._float4_vector(u.e)' ELSE '' END));
+           CASE WHEN with_vectors THEN ', aidb._float4_vector(u.e)' ELSE '' END,
+           aidb._destination_key_type(p, key_type),
+           aidb._destination_key_match(p, key_type, equals, 'removed', true),
+           aidb._destination_scope(p),
+           CASE WHEN shared THEN 'pipeline, ' ELSE '' END,
+           -- removed NULL: delete_pipeline on a shared destination removes
+           -- the pipeline's rows (only there: elsewhere it would be all rows).
+           CASE WHEN shared THEN format(E'\n    IF removed IS NULL THEN\n' ||
+                                        E'        DELETE FROM %s AS d WHERE true%s;\n' ||
+                                        E'        RETURN \'{}\';\n    END IF;',
+                                        dest, aidb._destination_scope(p))
+                ELSE '' END,
+           CASE WHEN shared THEN format('%L, ', p.name) ELSE '' END,
+           CASE WHEN as_text THEN '::pg_catalog.text' ELSE '' END));
 END
 $$;
 
@@ -355,31 +372,37 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         %1$s
     ELSIF TG_OP = 'UPDATE' THEN
-        DELETE FROM %2$s AS d USING %3$s AS g WHERE d.source_key %4$s g.k;
+        DELETE FROM %2$s AS d USING %3$s AS g WHERE %4$s;
         %5$s
     ELSIF TG_OP = 'DELETE' THEN
-        DELETE FROM %2$s AS d USING aidb_old AS o WHERE d.source_key %4$s o.%6$s;
+        DELETE FROM %2$s AS d USING aidb_old AS o WHERE %6$s;
         %7$s
     ELSIF TG_OP = 'TRUNCATE' AND TG_RELID <> %10$s THEN
         %11$s
     ELSIF TG_OP = 'TRUNCATE' THEN
-        TRUNCATE %8$s, %9$s, %2$s;
+        %12$s
     END IF;
     RETURN NULL;
 END
 $body$,
         aidb._capture_enqueue(p, key_type, format('SELECT n.%1$s FROM aidb_new n WHERE n.%1$s IS NOT NULL', key)),
-        dest, gone, equals,
+        dest, gone, aidb._destination_key_match(p, key_type, equals, 'g.k', false),
         aidb._capture_enqueue(p, key_type, format(
             'SELECT n.%1$s FROM aidb_new n LEFT JOIN aidb_old o ON o.%1$s %2$s n.%1$s '
             'WHERE n.%1$s IS NOT NULL AND (o.%1$s IS NULL OR %3$s) UNION ALL SELECT g.k FROM %4$s AS g',
             key, equals, changed, gone)),
-        key,
+        aidb._destination_key_match(p, key_type, equals, 'o.' || key, false),
         aidb._capture_enqueue(p, key_type, format('SELECT o.%1$s FROM aidb_old o WHERE o.%1$s IS NOT NULL', key)),
         backlog, state, p.source::oid,
         -- TRUNCATE of one partition: every known key is looked at again
         -- (those that were in it lose their rows).
-        aidb._capture_enqueue(p, key_type, format('SELECT st.key FROM %s AS st', state)));
+        aidb._capture_enqueue(p, key_type, format('SELECT st.key FROM %s AS st', state)),
+        -- TRUNCATE of the source: a shared destination loses only the
+        -- pipeline's rows (a DELETE: TRUNCATE would take the others' too).
+        CASE WHEN aidb._destination_is_shared(p.destination)
+             THEN format('TRUNCATE %s, %s; DELETE FROM %s AS d WHERE true%s;', backlog, state, dest,
+                         aidb._destination_scope(p))
+             ELSE format('TRUNCATE %s, %s, %s;', backlog, state, dest) END);
 END
 $$;
 

@@ -82,7 +82,9 @@ BEGIN
                         WHERE r.rolname = current_user)))
        AND has_table_privilege(p.destination, 'SELECT') THEN
         BEGIN
-            EXECUTE format('SELECT count(*) FROM %s', p.destination) INTO destination_records;
+            -- A shared destination: the pipeline's own rows (part 26).
+            EXECUTE format('SELECT count(*) FROM %s AS d WHERE true%s', p.destination,
+                           aidb._destination_scope(p)) INTO destination_records;
         EXCEPTION WHEN lock_not_available THEN
             destination_records := NULL;
         END;

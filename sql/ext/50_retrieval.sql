@@ -172,9 +172,12 @@ BEGIN
     FOR col IN
         SELECT w.name, w.type, a.atttypid, a.attgenerated
         FROM (VALUES ('source_key', NULL::oid), ('part_id', 'pg_catalog.int4'::regtype::oid),
-                     ('value', 'pg_catalog.text'::regtype::oid), ('embedding', vector_type)) w(name, type)
+                     ('value', 'pg_catalog.text'::regtype::oid), ('embedding', vector_type),
+                     ('pipeline', 'pg_catalog.text'::regtype::oid)) w(name, type)
         LEFT JOIN pg_attribute a ON a.attrelid = p.destination AND a.attname = w.name
                                  AND a.attnum > 0 AND NOT a.attisdropped
+        -- (pipeline: read by a shared destination's scope, part 26)
+        WHERE w.name <> 'pipeline' OR aidb._destination_is_shared(p.destination)
     LOOP
         IF col.atttypid IS NULL THEN
             RAISE EXCEPTION 'the destination % of pipeline "%" has no column %',
@@ -232,6 +235,7 @@ DECLARE
     vector_nsp   name;
     op           text;
     source_rel   text;
+    scope        text;       -- a shared destination: only this pipeline's rows (part 26)
     query_vector text;       -- the embedding, as text: plpgsql cannot name vector's schema here
     approximate  boolean;
     exact        boolean := false;
@@ -311,6 +315,7 @@ BEGIN
     -- not checked); a partitioned table is read with its partitions.
     SELECT c.relkind INTO dest_kind FROM pg_class c WHERE c.oid = dest;
     source_rel := CASE dest_kind WHEN 'r' THEN 'ONLY ' ELSE '' END || format('%s', dest);
+    scope := aidb._destination_scope(p);
 
     -- Is there an index that may answer approximately (HNSW, IVFFlat)? For
     -- access methods that do not say (pgvector's), the property is NULL.
@@ -374,8 +379,9 @@ BEGIN
                   FROM (SELECT d.source_key, pg_catalog.concat(d.source_key) AS k, d.part_id, d.value,
                                d.embedding %1$s CAST($1 AS %2$I.vector) AS distance
                         FROM %3$s d
+                        WHERE true%4$s
                         ORDER BY d.embedding %1$s CAST($1 AS %2$I.vector)
-                        LIMIT $2) r) c $q$, op, vector_nsp, source_rel)
+                        LIMIT $2) r) c $q$, op, vector_nsp, source_rel, scope)
         INTO fetched, found_rows, keys, parts, vals, dists
         USING query_vector, wanted, topk, deduplicate;
         -- DEBUG1 says how each search was answered (tests check it, and so
@@ -403,17 +409,19 @@ BEGIN
                              pg_catalog.concat(d.source_key) AS k, d.part_id, d.value,
                              d.embedding %1$s CAST($1 AS %2$I.vector) AS distance
                       FROM %3$s d
+                      WHERE true%4$s
                       ORDER BY d.source_key, distance, d.part_id) b
                 ORDER BY b.distance, b.k, b.part_id
-                LIMIT $2 $q$, op, vector_nsp, source_rel)
+                LIMIT $2 $q$, op, vector_nsp, source_rel, scope)
             USING query_vector, topk;
         ELSE
             RETURN QUERY EXECUTE format($q$
                 SELECT pg_catalog.concat(d.source_key), d.part_id, d.value,
                        d.embedding %1$s CAST($1 AS %2$I.vector) AS distance
                 FROM %3$s d
+                WHERE true%4$s
                 ORDER BY distance, 1, d.part_id
-                LIMIT $2 $q$, op, vector_nsp, source_rel)
+                LIMIT $2 $q$, op, vector_nsp, source_rel, scope)
             USING query_vector, topk;
         END IF;
     ELSE

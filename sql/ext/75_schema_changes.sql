@@ -81,7 +81,9 @@ END
 $$;
 
 -- Whether the source or destination is no longer called what the owner's
--- functions were built with (a renamed table or schema).
+-- functions were built with (a renamed table or schema), or the destination
+-- became shared (or stopped being: a column pipeline added or dropped, part
+-- 26) since its write function was built.
 CREATE FUNCTION aidb._built_names_changed(p aidb.pipeline_registry) RETURNS boolean
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -89,7 +91,9 @@ CREATE FUNCTION aidb._built_names_changed(p aidb.pipeline_registry) RETURNS bool
     SELECT NOT EXISTS (SELECT FROM pg_proc f
                        WHERE f.pronamespace = 'aidb'::regnamespace
                          AND f.proname = '_destination_' || p.id
-                         AND position(p.destination::text IN f.prosrc) > 0)
+                         AND position(p.destination::text IN f.prosrc) > 0
+                         AND (position('d.pipeline OPERATOR' IN f.prosrc) > 0)
+                             = aidb._destination_is_shared(p.destination))
         OR (p.source_type <> 'volume'
             AND NOT EXISTS (SELECT FROM pg_proc f
                             WHERE f.pronamespace = 'aidb'::regnamespace

@@ -64,6 +64,10 @@ BEGIN
             -- The engine and aidb.pipem check a pipeline's owner functions
             -- before use, as whoever runs or monitors it (catalog facts only).
             ('_owner_function_problem', 'PUBLIC'),
+            -- Retrieval, aidb.pipem's count, the vector index and
+            -- delete_pipeline scope a shared destination to a pipeline's rows
+            -- as whoever calls them (catalog facts only).
+            ('_destination_is_shared', 'PUBLIC'), ('_destination_scope', 'PUBLIC'),
             -- Retrieval by readers of a destination: SECURITY DEFINER, checks
             -- the caller's SELECT on the destination (50_retrieval.sql).
             ('_embed_query', 'PUBLIC'), ('_check_retrieval_destination', 'PUBLIC'),
@@ -110,6 +114,7 @@ $grants$;
 -- helpers of those and of the installer (_build_pipeline_objects,
 -- _create_bookkeeping, _define_owner_function, _source_sql,
 -- _create_source_functions, _create_destination_function, _capture_body,
+-- _destination_keys_as_text, _destination_key_type, _destination_key_match,
 -- _capture_enqueue, _create_capture_triggers, _drop_pipeline_objects_unchecked,
 -- _follow_renamed_columns, _column_now, _check_key_type_unchanged, _check_filter_still_parses,
 -- _built_names_changed, _partition_lacks_capture).

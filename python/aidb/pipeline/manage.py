@@ -42,7 +42,8 @@ def create_pipeline(db, args, model_loader):
     schema, table, dest_oid = destination.resolve_destination(db, args["name"], args["destination"],
                                                               origin["schema"])
     if dest_oid is not None:
-        destination.check_existing(db, dest_oid, f"{schema}.{table}", columns)
+        destination.check_reuse(db, dest_oid, f"{schema}.{table}", columns, owner, args["name"],
+                                _key_facts(db, origin))
         dest_name = destination.qualified_name(schema, table)
     else:
         dest_name = destination.create(db, schema, table, columns, owner)
@@ -141,18 +142,33 @@ def delete_pipeline(db, name, drop_destination):
     """Remove triggers, backlog, state and bookkeeping; keep the destination
     table unless asked to drop it."""
     pipeline = pipeline_for_change(db, name)
-    if drop_destination and pipeline.destination is not None:
+    # A shared destination (sql/ext/26_shared_destinations.sql) loses only
+    # this pipeline's rows; aidb never created it, so it never drops it.
+    shared = destination.is_shared(db, pipeline)
+    if drop_destination and pipeline.destination is not None and not shared:
         guard.check_may_drop_destination(db, pipeline)
+    if shared:
+        destination.remove_rows_of(db, pipeline)
     # The capture triggers go with their function (DROP ... CASCADE there):
     # the owner may follow a table it does not own, and only a table's owner
     # may DROP TRIGGER.
     db.execute("SELECT aidb._drop_pipeline_objects(%s::int)", pipeline.id)
     db.execute("DELETE FROM aidb.pipeline_registry WHERE id = %s", pipeline.id)
-    if drop_destination and pipeline.destination is not None:   # None: dropped by hand
+    if drop_destination and shared:
+        db.notice(f'pipeline "{name}": its rows are removed from shared destination '
+                  f"{pipeline.destination}; the table stays")
+    elif drop_destination and pipeline.destination is not None:   # None: dropped by hand
         db.execute(sql("DROP TABLE {destination}", destination=pipeline.destination_name))
 
 
 # --- checks ----------------------------------------------------------------------------
+
+
+def _key_facts(db, origin):
+    """What a shared destination needs to know of the pipeline's key type."""
+    if origin["oid"] is None:       # a volume: object keys are text
+        return {"key_type": "text", "base_type": "text", "deterministic": True}
+    return destination.key_facts(db, origin["key_type"], origin["oid"], origin["key_column"])
 
 
 def _check_not_null(args, *names):

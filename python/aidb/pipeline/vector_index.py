@@ -2,7 +2,7 @@
 (building it row by row during a backfill would cost far more), with the
 operator class of the pipeline's distance operator."""
 
-from ..sqltext import ident, sql
+from ..sqltext import ident, quoted, sql
 from .distance import operator_class
 from .steps import knowledge_base_of
 
@@ -40,7 +40,8 @@ def ensure_vector_index(db, pipeline):
                    index=ident(index_name(pipeline)), destination=pipeline.destination_name,
                    method=ident(kind),
                    opclass=ident(facts["vector_schema"], operator_class(options["distance_operator"])))
-               + _with_clause(db, pipeline, kind, options["vector_index"]))
+               + _with_clause(db, pipeline, kind, options["vector_index"])
+               + _scope(db, pipeline))
     db.notice(f'pipeline "{pipeline.name}": built the {kind} index {index_name(pipeline)}')
     return index_name(pipeline)
 
@@ -67,6 +68,19 @@ WHERE d.oid = %s::pg_catalog.regclass
   AND d.relkind IN ('r', 'p')"""
 
 
+def _scope(db, pipeline):
+    """A shared destination (sql/ext/26_shared_destinations.sql): each
+    pipeline indexes its own rows (a partial index, which retrieval's
+    "pipeline = <name>" condition selects), of the size it would have alone."""
+    row = db.query("SELECT aidb._destination_is_shared(r.destination) AS shared, "
+                   "pg_catalog.quote_literal(r.name) AS name "
+                   "FROM aidb.pipeline_registry r WHERE r.id = %s", pipeline.id)[0]
+    if not row["shared"]:
+        return sql("")
+    # The name as PostgreSQL quoted it (a literal): a %s or {x} in it stays text.
+    return sql(" WHERE pipeline OPERATOR(pg_catalog.=) {name}", name=quoted(row["name"]))
+
+
 def _with_clause(db, pipeline, kind, settings):
     """Index parameters: hnsw m / ef_construction as given; ivfflat lists from
     the row count (pgvector's advice: rows / 1000, at least 10) unless given."""
@@ -74,7 +88,7 @@ def _with_clause(db, pipeline, kind, settings):
         params = {k: int(settings[k]) for k in ("m", "ef_construction") if k in settings}
     else:
         rows = db.query(sql("SELECT pg_catalog.count(*) AS n FROM {destination}",
-                            destination=pipeline.destination_name))[0]["n"]
+                            destination=pipeline.destination_name) + _scope(db, pipeline))[0]["n"]
         params = {"lists": int(settings.get("lists", max(10, rows // 1000)))}
     # The parameters are integers (int() above), so they can be part of the text.
     return sql(" WITH (" + ", ".join(f"{k} = {v}" for k, v in params.items()) + ")") if params else sql("")
