@@ -62,6 +62,7 @@ DECIDED = {
         "_source_sql", "_create_source_functions", "_create_destination_function",
         "_capture_body", "_capture_enqueue", "_create_capture_triggers",
         "_destination_keys_as_text", "_destination_key_type", "_destination_key_match",
+        "_check_shared_destination_kept",
         "_drop_pipeline_objects_unchecked", "_built_names_changed", "_partition_lacks_capture")},
 }
 

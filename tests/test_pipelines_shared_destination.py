@@ -273,3 +273,30 @@ def test_a_pipeline_attaches_only_to_a_table_its_owner_owns(conn, model_server, 
     attacker.execute("SELECT aidb.run_pipeline('ap')")
     assert attacker.execute("SELECT count(*) FROM aidb.retrieve_key('ap', 'one', 10)").fetchone() == (2,)
     assert victim.execute("SELECT count(*) FROM kb WHERE pipeline = 'vp'").fetchone() == (2,)
+
+
+def test_the_pipeline_column_of_a_destination_in_use_by_several_stays(conn, fake_model):
+    conn.execute("CREATE TABLE a (id int PRIMARY KEY, body text)")
+    conn.execute("INSERT INTO a VALUES (1, 'one')")
+    create_shared(conn, key="integer")
+    create_kb_pipeline(conn, "p1", "a")
+    create_kb_pipeline(conn, "p2", "a")
+    for change, message in (
+            ("DROP COLUMN pipeline CASCADE",
+             'destination public.kb is shared by pipelines "p1" and "p2": its column pipeline '
+             "cannot go"),
+            ("ALTER COLUMN pipeline TYPE varchar(20)",
+             "column pipeline of destination public.kb names the pipeline of each row: it must "
+             "stay text, not character varying")):
+        with pytest.raises(psycopg.errors.DependentObjectsStillExist) as refused:
+            conn.execute(f"ALTER TABLE kb {change}")
+        assert refused.value.diag.message_primary == message
+    run(conn, "p1", "p2")
+    assert_exact(conn, "p1", "p2")
+    # With one pipeline left, the table may become its own again.
+    conn.execute("SELECT aidb.delete_pipeline('p2')")
+    conn.execute("ALTER TABLE kb DROP COLUMN pipeline CASCADE")
+    conn.execute("ALTER TABLE kb ADD PRIMARY KEY (source_key, part_id)")
+    conn.execute("INSERT INTO a VALUES (2, 'two')")
+    run(conn, "p1")
+    assert conn.execute("SELECT source_key FROM kb ORDER BY 1").fetchall() == [(1,), (2,)]

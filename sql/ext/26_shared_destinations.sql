@@ -79,3 +79,33 @@ CREATE FUNCTION aidb._destination_key_match(p aidb.pipeline_registry, key_type t
                       ELSE pg_catalog.format('(%s)::pg_catalog.text', rhs) END AS converted
           FROM (SELECT aidb._destination_keys_as_text(p, key_type) AS as_text) t) m
 $$;
+
+-- ddl_command_end (part 75), for a pipeline whose destination changed: a
+-- destination several pipelines write to keeps its column pipeline, of type
+-- text (without it their deletes by key would take each other's rows).
+CREATE FUNCTION aidb._check_shared_destination_kept(p aidb.pipeline_registry) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    other text := (SELECT r.name FROM aidb.pipeline_registry r
+                   WHERE r.destination = p.destination AND r.id <> p.id ORDER BY r.id LIMIT 1);
+    pipeline_type regtype := (SELECT a.atttypid FROM pg_attribute a
+                              WHERE a.attrelid = p.destination AND a.attname = 'pipeline'
+                                AND NOT a.attisdropped);
+BEGIN
+    IF other IS NOT NULL AND pipeline_type IS NULL THEN
+        RAISE EXCEPTION 'destination % is shared by pipelines "%" and "%": its column pipeline '
+                        'cannot go', p.destination, p.name, other
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'Without it the pipelines'' deletes by key would take each other''s rows.',
+                  HINT = 'Delete all but one of the pipelines writing to it first.';
+    END IF;
+    IF pipeline_type IS DISTINCT FROM 'pg_catalog.text'::regtype AND pipeline_type IS NOT NULL THEN
+        RAISE EXCEPTION 'column pipeline of destination % names the pipeline of each row: it must '
+                        'stay text, not %', p.destination, pipeline_type
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = format('Pipeline "%s" writes to it.', p.name);
+    END IF;
+END
+$$;

@@ -10,6 +10,8 @@
 --   a column the source_filter reads renamed,     refused, naming the pipeline
 --   dropped or changed so the filter no longer    and its filter
 --   parses
+--   column pipeline of a shared destination       refused, naming the pipelines
+--   dropped or retyped
 --   new partition of a partitioned source         gets the capture triggers
 --   source or destination dropped                 the pipeline is Disabled and
 --                                                 blocked with an error that
@@ -68,6 +70,7 @@ BEGIN
         renamed := aidb._follow_renamed_columns(p, noted -> p.id::text);
         PERFORM aidb._check_key_type_unchanged(renamed);
         PERFORM aidb._check_filter_still_parses(renamed);
+        PERFORM aidb._check_shared_destination_kept(renamed);
         -- Only what a change calls for: rebuilding on every ALTER TABLE would
         -- re-enable capture triggers a table owner disabled, and would race
         -- pg_restore, which creates the same triggers itself a moment later.

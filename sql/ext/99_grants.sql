@@ -115,6 +115,7 @@ $grants$;
 -- _create_bookkeeping, _define_owner_function, _source_sql,
 -- _create_source_functions, _create_destination_function, _capture_body,
 -- _destination_keys_as_text, _destination_key_type, _destination_key_match,
+-- _check_shared_destination_kept,
 -- _capture_enqueue, _create_capture_triggers, _drop_pipeline_objects_unchecked,
 -- _follow_renamed_columns, _column_now, _check_key_type_unchanged, _check_filter_still_parses,
 -- _built_names_changed, _partition_lacks_capture).
