@@ -33,7 +33,7 @@ DECIDED = {
         "summarize_text_config", "html_parse_config", "pdf_parse_config", "ocr_config")},
     # Internal, but run with the caller's rights by the API or the views.
     "_engine_dir": {PUBLIC}, "_preloaded": {PUBLIC}, "_engine_init": {PUBLIC},
-    "_require_aidb_user": {PUBLIC},
+    "_require_aidb_user": {PUBLIC}, "_check_may_delete": {PUBLIC},
     "_allowed_model_hosts": {PUBLIC}, "_allowed_local_paths": {PUBLIC},
     "_allowed_credentials_env": {PUBLIC},
     "_owns_pipeline": {PUBLIC},

@@ -177,7 +177,7 @@ REJECTED = [
     case("local_embeddings", {"model": "no-such-local-model"},
          message='option "model" must be one of "all-MiniLM-L6-v2", got "no-such-local-model"'),
     case("local_embeddings", {}, {"api_key": "k-123456"},
-         message="a local model takes no credentials"),
+         message="a local_embeddings model takes no credentials"),
     case("local_embeddings", {}, name="", message="invalid model name ''"),
     case("local_embeddings", {}, name="n" * 64, message="invalid model name 'nnnn"),
 ]

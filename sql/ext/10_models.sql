@@ -139,30 +139,46 @@ COMMENT ON FUNCTION aidb.create_model(text, text, jsonb, jsonb, boolean) IS
     'local_embeddings, hash_embeddings); '
     'with replace_credentials => true, replaces the credentials of an existing one.';
 
-CREATE FUNCTION aidb.delete_model(name text) RETURNS void
+-- What delete_model and delete_volume check first, in one place: the
+-- caller is an aidb user, the name is given, the object exists, and the
+-- caller is a member of its owner role. `kind` is 'model' or 'volume'.
+CREATE FUNCTION aidb._check_may_delete(kind text, registry regclass, object_name text)
+    RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    model_owner regrole;
+    object_owner regrole;
 BEGIN
-    PERFORM aidb._require_aidb_user('delete models');
-    IF delete_model.name IS NULL THEN
-        RAISE EXCEPTION 'the model name must not be NULL'
+    PERFORM aidb._require_aidb_user(format('delete %ss', kind));
+    IF object_name IS NULL THEN
+        RAISE EXCEPTION 'the % name must not be NULL', kind
             USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Pass the name of a model (SELECT name FROM aidb.models).';
+                  HINT = format('Pass the name of a %s (SELECT name FROM aidb.%ss).', kind, kind);
     END IF;
-    SELECT m.owner INTO model_owner FROM aidb.model_registry m WHERE m.name = delete_model.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'model "%" does not exist', delete_model.name
+    EXECUTE format('SELECT r.owner FROM %s r WHERE r.name = $1', registry)
+        INTO object_owner USING object_name;
+    IF object_owner IS NULL THEN        -- owner is NOT NULL: no such row
+        RAISE EXCEPTION '% "%" does not exist', kind, object_name
             USING ERRCODE = 'undefined_object',
-                  HINT = 'See SELECT name FROM aidb.models.';
+                  HINT = format('See SELECT name FROM aidb.%ss.', kind);
     END IF;
-    IF NOT pg_has_role(model_owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'permission denied to delete model "%"', delete_model.name
+    IF NOT pg_has_role(object_owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to delete % "%"', kind, object_name
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('The model belongs to role %s.', model_owner);
+                  DETAIL = format('The %s belongs to role %s.', kind, object_owner);
     END IF;
+END
+$$;
+COMMENT ON FUNCTION aidb._check_may_delete(text, regclass, text) IS
+    'aidb internal: may the caller delete this model or volume (aidb user, exists, owner role)?';
+
+CREATE FUNCTION aidb.delete_model(name text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM aidb._check_may_delete('model', 'aidb.model_registry', delete_model.name);
     -- A pipeline's KnowledgeBase step names its model: deleting it would
     -- break the pipeline at its next batch.
     IF EXISTS (SELECT FROM aidb.pipeline_registry p, jsonb_array_elements(p.steps) s

@@ -62,26 +62,8 @@ CREATE FUNCTION aidb.delete_volume(name text) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    volume_owner regrole;
 BEGIN
-    PERFORM aidb._require_aidb_user('delete volumes');
-    IF delete_volume.name IS NULL THEN
-        RAISE EXCEPTION 'the volume name must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Pass the name of a volume (SELECT name FROM aidb.volumes).';
-    END IF;
-    SELECT v.owner INTO volume_owner FROM aidb.volume_registry v WHERE v.name = delete_volume.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'volume "%" does not exist', delete_volume.name
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'See SELECT name FROM aidb.volumes.';
-    END IF;
-    IF NOT pg_has_role(volume_owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'permission denied to delete volume "%"', delete_volume.name
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('The volume belongs to role %s.', volume_owner);
-    END IF;
+    PERFORM aidb._check_may_delete('volume', 'aidb.volume_registry', delete_volume.name);
     -- A pipeline reading the volume would fail at its next scan.
     IF EXISTS (SELECT FROM aidb.pipeline_registry p WHERE p.source_volume = delete_volume.name) THEN
         RAISE EXCEPTION 'volume "%" is used by pipeline "%"', delete_volume.name,

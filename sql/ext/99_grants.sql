@@ -40,6 +40,8 @@ BEGIN
             ('_engine_dir', 'PUBLIC'), ('_preloaded', 'PUBLIC'), ('_engine_init', 'PUBLIC'),
             -- API functions call it, as their caller, to refuse non-members clearly.
             ('_require_aidb_user', 'PUBLIC'),
+            -- delete_model/delete_volume (run as their caller) check with it.
+            ('_check_may_delete', 'PUBLIC'),
             -- The engine reads the superuser-set bounds as its caller (read-only).
             ('_allowed_model_hosts', 'PUBLIC'), ('_allowed_local_paths', 'PUBLIC'),
             ('_allowed_credentials_env', 'PUBLIC'),

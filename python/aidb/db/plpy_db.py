@@ -68,28 +68,20 @@ class PlpyDatabase(Database):
     @contextlib.contextmanager
     def engine_search_path(self, path):
         """Run the block under search_path `path`, remembering the caller's."""
-        caller = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
-        outer, self.caller_search_path = self.caller_search_path, caller
-        plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)",
-                                  ["pg_catalog.text"]), [path])
-        try:
-            yield
-        finally:
-            self.caller_search_path = outer
-            plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)",
-                                      ["pg_catalog.text"]), [caller])
+        with _search_path(path) as caller:
+            outer, self.caller_search_path = self.caller_search_path, caller
+            try:
+                yield
+            finally:
+                self.caller_search_path = outer
 
     def resolve_with_caller_path(self, sql, *params):
         """Rows of `sql` run under the caller's search_path: for turning the
         names a user passed (a table, a schema to create in) into objects."""
         if self.caller_search_path is None:
             return self.query(sql, *params)
-        engine = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
-        self.query("SELECT pg_catalog.set_config('search_path', %s, true)", self.caller_search_path)
-        try:
+        with _search_path(self.caller_search_path):
             return self.query(sql, *params)
-        finally:
-            self.query("SELECT pg_catalog.set_config('search_path', %s, true)", engine)
 
     def in_rolled_back_savepoint(self, function):
         """function()'s result, computed in a subtransaction that is then
@@ -109,3 +101,19 @@ class PlpyDatabase(Database):
     def sleep(self, seconds):
         # pg_sleep checks for interrupts, so a query cancel stops the wait.
         plpy.execute(f"SELECT pg_catalog.pg_sleep({float(seconds)!r})")
+
+
+_SET_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', $1, true)"
+
+
+@contextlib.contextmanager
+def _search_path(path):
+    """Run the block under search_path `path` (for this transaction), then
+    put back the one in force before, which the block receives."""
+    before = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
+    plan = plpy.prepare(_SET_SEARCH_PATH, ["pg_catalog.text"])
+    plpy.execute(plan, [path])
+    try:
+        yield before
+    finally:
+        plpy.execute(plan, [before])

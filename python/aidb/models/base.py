@@ -3,8 +3,8 @@ caller watches for a query cancel, retrying transient failures with backoff,
 turning HTTP failures into the engine's error categories.
 
 `Model` is the base of every provider. An embedding provider subclasses
-`EmbeddingModel` and only says how to send ONE batch (`_embed_batch`) and how
-to check its configuration (`validate`).
+`EmbeddingModel` and only says how to send ONE batch (`_embed_batch`) and
+which options it takes (`OPTIONS`, checked by `validate`).
 """
 
 import functools
@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 from ..errors import ModelError, PIPELINE_PERMANENT, RECORD_PERMANENT, RECORD_TEMPORARY
 from ..redact import redact
+from .config import check_config, check_credentials, model_invalid
 from .retry import RetryPolicy, TransientFailure
 
 # Signals PostgreSQL handles; request threads block them so that the kernel
@@ -32,6 +33,8 @@ class Model:
     """Base class of the providers."""
 
     provider = None                 # the provider name used in create_model
+    OPTIONS = ()                    # its options (aidb.options.Option), checked by validate
+    takes_credentials = True        # False: in-process providers, which refuse keys
     default_max_concurrent_requests = 1
 
     def __init__(self, name, config, credentials=None):
@@ -51,8 +54,16 @@ class Model:
 
     @classmethod
     def validate(cls, name, config, credentials):
-        """Check and normalise `config`; raise InvalidInput on a bad value."""
-        raise NotImplementedError
+        """`config` checked against OPTIONS and normalised, and the
+        credentials checked (refused by a provider that takes none); raises
+        InvalidInput on a bad value."""
+        checked = check_config(name, cls.provider, config, cls.OPTIONS)
+        if not cls.takes_credentials:
+            if credentials:
+                raise model_invalid(name, f"a {cls.provider} model takes no credentials")
+        else:
+            check_credentials(name, credentials)
+        return checked
 
     def run_with_retries(self, requests):
         """The results of `requests` (functions of no argument, one provider

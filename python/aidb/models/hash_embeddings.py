@@ -17,7 +17,6 @@ import re
 
 from ..options import Option
 from .base import EmbeddingModel
-from .config import check_config, model_invalid
 
 _WORD = re.compile(r"\w+")
 
@@ -25,17 +24,12 @@ _WORD = re.compile(r"\w+")
 class HashEmbeddings(EmbeddingModel):
     provider = "hash_embeddings"
     default_max_batch_size = 1024
+    takes_credentials = False
     OPTIONS = (
         Option("dimensions", "integer", "Length of the vectors.", default=256,
                minimum=1, maximum=16000),
     )
 
-    @classmethod
-    def validate(cls, name, config, credentials):
-        checked = check_config(name, cls.provider, config, cls.OPTIONS)
-        if credentials:
-            raise model_invalid(name, "a hash_embeddings model takes no credentials")
-        return checked
 
     @property
     def dimensions(self):

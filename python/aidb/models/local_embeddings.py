@@ -13,7 +13,6 @@ import threading
 from ..errors import ModelError, PIPELINE_PERMANENT
 from .base import EmbeddingModel
 from ..options import Option
-from .config import check_config, model_invalid
 
 # Model name -> (importable package holding the weights, output dimensions).
 BUNDLED_MODELS = {
@@ -49,6 +48,7 @@ def load_sentence_transformer(model_name):
 class LocalEmbeddings(EmbeddingModel):
     provider = "local_embeddings"
     default_max_batch_size = 64
+    takes_credentials = False
     OPTIONS = (
         Option("model", "choice", "The bundled sentence-transformers model.",
                default="all-MiniLM-L6-v2", allowed=tuple(BUNDLED_MODELS)),
@@ -56,12 +56,6 @@ class LocalEmbeddings(EmbeddingModel):
                default=default_max_batch_size, minimum=1, maximum=4096),
     )
 
-    @classmethod
-    def validate(cls, name, config, credentials):
-        checked = check_config(name, cls.provider, config, cls.OPTIONS)
-        if credentials:
-            raise model_invalid(name, "a local model takes no credentials")
-        return checked
 
     @property
     def dimensions(self):

@@ -3,8 +3,7 @@
 import httpx
 
 from .base import EmbeddingModel
-from .config import (check_config, check_credentials, embedding_batch_options,
-                     remote_endpoint_options, resolve_api_key)
+from .config import embedding_batch_options, remote_endpoint_options, resolve_api_key
 from ..options import Option
 from .retry import TransientFailure, parse_retry_after
 from ..redact import redact
@@ -16,16 +15,11 @@ class OllamaEmbeddings(EmbeddingModel):
     provider = "ollama_embeddings"
     default_max_batch_size = 64
     default_max_concurrent_requests = 1   # a local Ollama serves one request at a time
+    # Credentials are optional: for an Ollama behind an authenticating proxy.
     OPTIONS = (remote_endpoint_options(DEFAULT_URL, default_timeout=120)
                + embedding_batch_options(default_max_batch_size, default_max_concurrent_requests)
                + (Option("keep_alive", "string",
                          "How long Ollama keeps the model loaded (such as \"5m\")."),))
-
-    @classmethod
-    def validate(cls, name, config, credentials):
-        checked = check_config(name, cls.provider, config, cls.OPTIONS)
-        check_credentials(name, credentials)   # for an Ollama behind an authenticating proxy
-        return checked
 
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)

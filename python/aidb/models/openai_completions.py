@@ -14,7 +14,7 @@ import functools
 from ..errors import PIPELINE_PERMANENT, RECORD_PERMANENT
 from .base import Model
 from ..options import Option
-from .config import check_config, check_credentials, remote_endpoint_options
+from .config import remote_endpoint_options
 from .openai_embeddings import DEFAULT_URL, openai_client, provider_errors
 
 
@@ -25,12 +25,6 @@ class OpenAICompletions(Model):
     OPTIONS = remote_endpoint_options(DEFAULT_URL, default_timeout=120) + (
         Option("max_tokens", "integer", "The cap on the answer's length the server is asked for.",
                minimum=1, maximum=1_000_000),)
-
-    @classmethod
-    def validate(cls, name, config, credentials):
-        checked = check_config(name, cls.provider, config, cls.OPTIONS)
-        check_credentials(name, credentials)
-        return checked
 
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)

@@ -9,8 +9,7 @@ import openai
 
 from ..pgvector import float4_array, float4_array_from_bytes
 from .base import EmbeddingModel
-from .config import (check_config, check_credentials, embedding_batch_options,
-                     remote_endpoint_options, resolve_api_key)
+from .config import embedding_batch_options, remote_endpoint_options, resolve_api_key
 from .retry import TransientFailure, parse_retry_after
 
 DEFAULT_URL = "https://api.openai.com/v1"
@@ -31,12 +30,6 @@ class OpenAIEmbeddings(EmbeddingModel):
     default_max_concurrent_requests = 4
     OPTIONS = (remote_endpoint_options(DEFAULT_URL, default_timeout=60)
                + embedding_batch_options(default_max_batch_size, default_max_concurrent_requests))
-
-    @classmethod
-    def validate(cls, name, config, credentials):
-        checked = check_config(name, cls.provider, config, cls.OPTIONS)
-        check_credentials(name, credentials)
-        return checked
 
     def __init__(self, name, config, credentials=None):
         super().__init__(name, config, credentials)
