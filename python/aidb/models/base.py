@@ -147,7 +147,7 @@ class Model:
         if status == 404:
             return self.error(f"the provider does not know this model or URL (HTTP 404): {message}",
                               category=PIPELINE_PERMANENT,
-                              hint="Check the model's \"model\" and \"url\" settings.")
+                              hint="Check the model's \"model\" and \"url\" options.")
         return self.error(f"the provider rejected the input (HTTP {status}): {message}",
                           category=RECORD_PERMANENT)
 
@@ -209,4 +209,4 @@ class EmbeddingModel(Model):
         if expected and any(len(v) != expected for v in vectors):
             raise self.error(f"returned vectors of {len(vectors[0])} dimensions, "
                              f"but its configuration says {expected}",
-                             hint="Fix the model's \"dimensions\" setting.")
+                             hint="Fix the model's \"dimensions\" option.")

@@ -1,12 +1,9 @@
 """Provider `openai_completions`: a chat model behind OpenAI's
 /v1/chat/completions, or any server that speaks it (vLLM, LiteLLM, Ollama's
 /v1, llama.cpp's server), through the official SDK. The SummarizeText step
-uses it; it has the same settings, credentials and retries as
-`openai_embeddings`.
-
-Settings: model (required), url, max_tokens (the cap on the answer's
-length the server is asked for), timeout (seconds, default 120: generating
-text is slower than embedding it), max_retries.
+uses it; it has the same options, credentials and retries as
+`openai_embeddings`, plus max_tokens (OPTIONS below); its timeout defaults
+to 120 s: generating text is slower than embedding it.
 """
 
 import functools

@@ -66,7 +66,7 @@ def _vector(embedding):
 
 def openai_client(model):
     """An SDK client for the url and key of `model` (a base.Model with
-    "url" and "timeout" settings)."""
+    "url" and "timeout" options)."""
     api_key = resolve_api_key(model.name, model.credentials)
     # Retries are ours (base.Model.run_with_retries), so the SDK must not add its own.
     return openai.OpenAI(
