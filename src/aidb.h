@@ -77,7 +77,7 @@ typedef struct AidbPipelineEntry
 	bool		urgent_wakeup;	/* errors were cleared: end a back-off now */
 	uint64		published_seq;	/* publish_seq of the last change written here */
 	TimestampTz last_batch;
-	double		rows_per_second;
+	double		keys_per_second;
 } AidbPipelineEntry;
 
 #define AIDB_MAX_ENTRIES 1024

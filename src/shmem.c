@@ -414,7 +414,7 @@ aidb_publish_pipeline(PG_FUNCTION_ARGS)
 }
 
 /*
- * The (state, pid, last_batch, rows_per_second) record of a pipeline's
+ * The (state, pid, last_batch, keys_per_second) record of a pipeline's
  * worker as the shared table knows it, the state named by `name` (NULL: no
  * row values); shared by aidb._worker_entry and 0.1.0's aidb._worker_state.
  */
@@ -451,7 +451,7 @@ aidb_worker_record(FunctionCallInfo fcinfo, const char *(*name) (AidbWorkerState
 		{
 			values[2] = TimestampTzGetDatum(copy.last_batch);
 			nulls[2] = false;
-			values[3] = Float8GetDatum(copy.rows_per_second);
+			values[3] = Float8GetDatum(copy.keys_per_second);
 			nulls[3] = false;
 		}
 	}
@@ -459,7 +459,7 @@ aidb_worker_record(FunctionCallInfo fcinfo, const char *(*name) (AidbWorkerState
 }
 
 /*
- * aidb._worker_entry(pipeline_id) -> (code, pid, last_batch, rows_per_second):
+ * aidb._worker_entry(pipeline_id) -> (code, pid, last_batch, keys_per_second):
  * the worker of a Background pipeline as the shared table knows it. The
  * state goes out as its code (aidb_worker_state_code); aidb._worker_state
  * (35_workers.sql) turns it into the words of aidb.pipem and aidb.workers.

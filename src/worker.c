@@ -119,7 +119,7 @@ own_entry(void)
 
 /* Publish our state and, after a batch that did work, our progress. */
 static void
-publish_state(AidbWorkerState state, double rows_per_second)
+publish_state(AidbWorkerState state, double keys_per_second)
 {
 	AidbPipelineEntry *entry;
 	TimestampTz now = GetCurrentTimestamp();
@@ -128,10 +128,10 @@ publish_state(AidbWorkerState state, double rows_per_second)
 	if ((entry = own_entry()) != NULL)
 	{
 		entry->state = state;
-		if (rows_per_second >= 0)
+		if (keys_per_second >= 0)
 		{
 			entry->last_batch = now;
-			entry->rows_per_second = rows_per_second;
+			entry->keys_per_second = keys_per_second;
 		}
 	}
 	LWLockRelease(aidb_shared->lock);

@@ -28,7 +28,7 @@ REVOKE EXECUTE ON FUNCTION aidb._publish_pipeline(integer, oid, boolean, text, b
 -- 'waiting' (no free worker slot), 'starting', 'running', 'backoff' (the
 -- last batch failed), 'cannot_login' (the owner role lacks LOGIN).
 CREATE FUNCTION aidb._worker_entry(pipeline_id integer, OUT code text, OUT pid integer,
-                                   OUT last_batch timestamptz, OUT rows_per_second double precision)
+                                   OUT last_batch timestamptz, OUT keys_per_second double precision)
     LANGUAGE c STRICT
     AS 'MODULE_PATHNAME', 'aidb_worker_entry';
 COMMENT ON FUNCTION aidb._worker_entry(integer) IS
@@ -39,7 +39,7 @@ COMMENT ON FUNCTION aidb._worker_entry(integer) IS
 -- on a state compares the code.
 CREATE FUNCTION aidb._worker_state(pipeline_id integer, OUT code text, OUT state text,
                                    OUT pid integer, OUT last_batch timestamptz,
-                                   OUT rows_per_second double precision)
+                                   OUT keys_per_second double precision)
     LANGUAGE sql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -51,7 +51,7 @@ CREATE FUNCTION aidb._worker_state(pipeline_id integer, OUT code text, OUT state
                WHEN 'backoff' THEN 'backing off after errors'
                WHEN 'cannot_login' THEN 'owner role cannot log in'
            END,
-           w.pid, w.last_batch, w.rows_per_second
+           w.pid, w.last_batch, w.keys_per_second
     FROM aidb._worker_entry(pipeline_id) w
 $$;
 COMMENT ON FUNCTION aidb._worker_state(integer) IS

@@ -127,7 +127,7 @@ SELECT p.name AS "pipeline",
        w.state AS "worker state",
        w.pid AS "worker pid",
        greatest(s.last_run, w.last_batch) AS "last run",
-       round(coalesce(w.rows_per_second, s.last_rate)::numeric, 1) AS "rows/s",
+       round(coalesce(w.keys_per_second, s.last_rate)::numeric, 1) AS "rows/s",
        -- Like aidb.pipeline_errors, for the pipeline's owner only.
        CASE WHEN aidb._owns_pipeline(p.id) THEN s.last_error END AS "last error",
        (SELECT string_agg(ic.relname, ', ' ORDER BY ic.relname)
