@@ -150,46 +150,28 @@ class OptionChecker:
                            f"{names}{scope}", hint=f"Known {self.noun}s: {known}.")
 
     def _value(self, option, options, earlier):
+        """The checked value of one option, or its default when absent."""
         value = options.get(option.name)
         if value is None:
             if option.required:
-                example = (f"For example: {{{json.dumps(option.name)}: {json.dumps(option.example)}}}."
-                           if option.example is not None else None)
+                example = None if option.example is None else (
+                    f"For example: {{{json.dumps(option.name)}: {json.dumps(option.example)}}}.")
                 raise self.invalid(f'{self.noun} "{self.prefix}{option.name}" is required',
                                    hint=_sentences(example, self.hint))
             return earlier.get(option.default_from) if option.default_from else option.default
-        return _CHECKS[option.type](self, option, value)
+        if option.type == "string":
+            return self._check_string(option, value)
+        if option.type == "url":
+            return self._check_url(option, value)
+        if not _ACCEPTS[option.type](option, value):
+            raise self.refuse(option.name, option.must_be(), value)
+        return value
 
     def _check_string(self, option, value):
+        """A non-empty string, matching the option's pattern if it has one."""
         if not isinstance(value, str) or not value.strip():
             raise self.refuse(option.name, "a non-empty string", value)
         if option.pattern and not re.fullmatch(option.pattern, value):
-            raise self.refuse(option.name, option.must_be(), value)
-        return value
-
-    def _check_integer(self, option, value):
-        if isinstance(value, bool) or not isinstance(value, int) or not _in_range(option, value):
-            raise self.refuse(option.name, option.must_be(), value)
-        return value
-
-    def _check_number(self, option, value):
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or value != value or not _in_range(option, value)):
-            raise self.refuse(option.name, option.must_be(), value)
-        return value
-
-    def _check_boolean(self, option, value):
-        if not isinstance(value, bool):
-            raise self.refuse(option.name, option.must_be(), value)
-        return value
-
-    def _check_choice(self, option, value):
-        if not isinstance(value, str) or value not in option.allowed:
-            raise self.refuse(option.name, option.must_be(), value)
-        return value
-
-    def _check_object(self, option, value):
-        if not isinstance(value, dict):
             raise self.refuse(option.name, option.must_be(), value)
         return value
 
@@ -207,17 +189,32 @@ class OptionChecker:
         if "@" in parts.netloc:
             raise self.invalid(f'{self.noun} "{self.prefix}{option.name}" must not contain '
                                "user info (user:password@host)",
-                               hint="Give credentials in their own place (credentials, options), never in a URL.")
+                               hint="Give credentials in their own place (credentials, "
+                                    "options), never in a URL.")
         if (parts.scheme not in ("http", "https") or not parts.hostname
                 or egress.url_host(value) is None):
             raise self.refuse(option.name, option.must_be(), value)
         return value.rstrip("/")
 
 
-_CHECKS = {"string": OptionChecker._check_string, "integer": OptionChecker._check_integer,
-           "number": OptionChecker._check_number, "boolean": OptionChecker._check_boolean,
-           "choice": OptionChecker._check_choice, "url": OptionChecker._check_url,
-           "object": OptionChecker._check_object}
+def _is_integer(value):
+    """An integer in JSON: a bool (true, false) is not one."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    """A number in JSON: not a bool, not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+# The types a value either has or has not: whether `value` is allowed for `option`.
+_ACCEPTS = {
+    "integer": lambda option, value: _is_integer(value) and _in_range(option, value),
+    "number": lambda option, value: _is_number(value) and _in_range(option, value),
+    "boolean": lambda option, value: isinstance(value, bool),
+    "choice": lambda option, value: isinstance(value, str) and value in option.allowed,
+    "object": lambda option, value: isinstance(value, dict),
+}
 
 
 def _sentences(*parts):
