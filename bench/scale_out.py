@@ -21,8 +21,12 @@ cached) adds --latency-ms to every request and serves at most
 --server-slots requests at once, queueing the rest in arrival order, as an
 inference server with that many slots does.
 
-Per run: rows/s (`steady`, first batch written to last; `wall`, from the
-start to the last row, start-up included), efficiency per worker (rate /
+Every worker is up before the clock starts: external workers are started
+while the benchmark holds a lock on the backlog, which their first claim
+waits for; once all of them wait, the lock is released. Background workers
+start on empty tables and sleep; all the rows are then committed in one
+transaction. Per run: rows/s (`steady`, first batch written to last;
+`wall`, from the release to the last row), efficiency per worker (rate /
 (N x the same mode's rate at N = 1)), and checks that must be 0: keys lost
 (source keys with no destination row, or left in the backlog) and duplicate
 writes (a statement trigger on each destination counts the rows written per
@@ -51,7 +55,6 @@ import collections
 import contextlib
 import csv
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -60,9 +63,10 @@ import threading
 import time
 
 from common import (fresh_database, make_texts, model_server, new_figure, pg_cluster, ratio,
-                    save_figure, standalone, summary_row, utc_date, wait_for, warm_cache)
-from systems import (API_KEY, SERVER_MODEL, aidb_backlog_empty, aidb_pipeline, aidb_set_mode,
-                     aidb_setup, aidb_worker_command, create_docs, db_clock, drain_rates)
+                    save_figure, standalone, stop_process, summary_row, utc_date, wait_for,
+                    warm_cache)
+from systems import (API_KEY, SERVER_MODEL, aidb_backlog_empty, aidb_pipeline, aidb_setup,
+                     aidb_worker_command, create_docs, db_clock, drain_rates)
 
 MODES = {"processes": "N external `aidb worker -c 1` processes",
          "concurrency": "one `aidb worker -c N` process",
@@ -116,16 +120,20 @@ def run(quick=False, rows=None, latency_ms=50, server_slots=16, dims=384, batch=
 
 
 class ScaleOut:
-    """The runs: each drains the same rows in a fresh database and is measured."""
+    """The runs. Every worker is started and connected before the clock
+    starts, so that worker start-up (a Python process loading the engine, 16
+    of them sharing the cores) is not in the figures: external workers wait
+    in their first claim for a lock the benchmark holds on the backlog,
+    background workers sleep until the rows are committed."""
 
     def __init__(self, cluster, server, texts, dims, batch, worker_args, scratch):
         self.cluster, self.server, self.texts = cluster, server, texts
         self.dims, self.batch, self.worker_args, self.scratch = dims, batch, worker_args, scratch
 
     def make_template(self):
-        """A database holding the source table and a Disabled pipeline with
-        its full backlog: each external run copies it (CREATE DATABASE ...
-        TEMPLATE) instead of loading the rows again."""
+        """A database with the source table and a Disabled pipeline on it
+        (served by `aidb worker -i p` only) whose backlog holds every row:
+        each external run copies it (CREATE DATABASE ... TEMPLATE)."""
         import psycopg
         self.cluster.psql(f"CREATE DATABASE {TEMPLATE}")
         with psycopg.connect(self.cluster.dsn(TEMPLATE), autocommit=True) as conn:
@@ -142,6 +150,8 @@ class ScaleOut:
         return self._external(f"concurrency_{n}", [n])
 
     def pipelines(self, n):
+        """N Background pipelines on empty tables; their workers start and
+        sleep; then every table's rows are committed at once."""
         import psycopg
         dbname, share = f"pipelines_{n}", len(self.texts) // n
         names = [f"p{k}" for k in range(n)]
@@ -149,76 +159,138 @@ class ScaleOut:
                 psycopg.connect(dsn, autocommit=True) as conn:
             aidb_setup(conn, self.server.url, self.dims)
             conn.execute("CREATE EXTENSION pg_stat_statements")
-            destinations = []
+            loads, destinations = [], []
             for k, name in enumerate(names):
-                create_docs(conn, self.texts[k * share:(k + 1) * share], table=f"docs_{k}")
+                create_docs(conn, [], table=f"docs_{k}")
                 destinations.append(aidb_pipeline(conn, name, source=f"docs_{k}",
-                                                  batch_size=self.batch))
+                                                  batch_size=self.batch, mode="Background"))
                 _count_writes(conn, destinations[-1])
-            conn.execute("VACUUM ANALYZE")
-
-            def drain():
-                aidb_set_mode(conn, names, "Background")
-                wait_for(lambda: aidb_backlog_empty(conn, names), timeout=DRAIN_TIMEOUT,
-                         interval=0.2, message=f"{n} background workers to drain the backlogs")
-            sources = [(f"docs_{k}", d) for k, d in enumerate(destinations)]
-            return self._measure(conn, dbname, n, sources, drain)
+                loads.append((f"docs_{k}", self.texts[k * share:(k + 1) * share]))
+            _wait_for_sessions(conn, n)
+            return self._measure(conn, dbname, n, lambda: _load(conn, loads),
+                                 [(t, d) for (t, _), d in zip(loads, destinations)], names)
 
     def _external(self, dbname, slots):
-        """One `aidb worker --once -c S` process per entry of `slots`, all at once."""
+        """One `aidb worker --once -c S` process per entry of `slots`."""
         import psycopg
         _copy_database(self.cluster, TEMPLATE, dbname)
+        dsn = self.cluster.dsn(dbname)
         try:
-            with psycopg.connect(self.cluster.dsn(dbname), autocommit=True) as conn:
-                destination = conn.execute("SELECT destination::text FROM aidb.pipelines "
-                                           "WHERE name = 'p'").fetchone()[0]
-                drain = lambda: self._run_workers(dbname, slots)    # noqa: E731
-                return self._measure(conn, dbname, sum(slots), [("docs", destination)], drain)
+            with psycopg.connect(dsn, autocommit=True) as conn, psycopg.connect(dsn) as gate:
+                destination, backlog = conn.execute(
+                    "SELECT destination::text, format('aidb.%I', '_backlog_' || id) "
+                    "FROM aidb.pipeline_registry WHERE name = 'p'").fetchone()
+                gate.execute(f"LOCK TABLE {backlog} IN ACCESS EXCLUSIVE MODE")
+                with self._workers(dbname, slots) as processes:
+                    _wait_for_sessions(conn, sum(slots), processes, waiting=True)
+                    return self._measure(conn, dbname, sum(slots), gate.commit,
+                                         [("docs", destination)], ["p"], processes)
         finally:
             self.cluster.psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
 
-    def _run_workers(self, dbname, slots):
+    @contextlib.contextmanager
+    def _workers(self, dbname, slots):
+        """The `aidb worker --once` processes; killed if still running at the end."""
         log_path = os.path.join(self.scratch, f"{dbname}.log")
         with open(log_path, "ab") as log:
             processes = [subprocess.Popen(
-                [*aidb_worker_command(self.cluster.dsn(dbname), "p", c), *self.worker_args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                for c in slots]
+                aidb_worker_command(self.cluster.dsn(dbname), "p", c) + self.worker_args,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) for c in slots]
+            processes_log[id(processes)] = log_path
             try:
-                statuses = [p.wait(timeout=DRAIN_TIMEOUT) for p in processes]
+                yield processes
             finally:
-                for p in processes:
-                    if p.poll() is None:
-                        p.kill()
-                        p.wait()
-        if any(statuses):
-            with open(log_path, errors="replace") as f:
-                raise RuntimeError(f"aidb worker exited with {statuses}:\n{f.read()[-3000:]}")
+                for process in processes:
+                    stop_process(process)
+                processes_log.pop(id(processes), None)
 
-    def _measure(self, conn, dbname, workers, sources, drain):
-        """Run drain() and measure it; `sources` are (source, destination) pairs."""
+    def _measure(self, conn, dbname, workers, go, sources, names, processes=()):
+        """Start the drain with go() and measure it until every backlog of
+        `names` is empty; `sources` are (source, destination) pairs."""
         conn.execute("CHECKPOINT")
-        conn.execute("SELECT pg_stat_statements_reset()")
         latency = self.server.state()["latency_ms"]
         self.server.reset()                  # counters and peaks from 0; the slot limit stays
         self.server.set_latency(latency)
-        before = _counters(conn, self.cluster, self.server)
-        started = db_clock(conn)
         with ActivitySampler(self.cluster.dsn("postgres"), dbname) as activity:
-            drain()
-        after = _counters(conn, self.cluster, self.server)
+            go()
+            started = db_clock(conn)
+            conn.execute("SELECT pg_stat_statements_reset()")
+            before = _counters(conn, self.cluster, self.server, processes)
+            wait_for(lambda: _drained(conn, names, processes), timeout=DRAIN_TIMEOUT,
+                     interval=0.2, message="the workers to drain the backlog")
+            _wait_workers(processes)          # reaped: their CPU is counted
+            after = _counters(conn, self.cluster, self.server, ())
         state = self.server.state()
         result = _drain_rates(conn, [d for _, d in sources], started, self.batch)
         result.update(workers=workers, **_consistency(conn, sources))
         # Texts the server embedded beyond one per row: requests repeated
         # after a rollback (not a duplicate write, but work done twice).
         result["model_inputs_extra"] = state["inputs_embedded"] - result["rows"]
-        result["server_peak_active"], result["server_peak_queued"] = (state["peak_active"],
-                                                                       state["peak_queued"])
+        result["server_peak_active"] = state["peak_active"]
+        result["server_peak_queued"] = state["peak_queued"]
         result.update(activity.summary())
         result["per_batch"] = _per_batch(conn, self.cluster, before, after,
                                          result["rows"] / self.batch)
         return result
+
+
+processes_log = {}      # id(list of worker processes) -> their log file
+
+
+def _wait_for_sessions(conn, count, processes=(), waiting=False):
+    """Until `count` worker sessions (external or background) are connected
+    (and, `waiting`, each waits for a lock: the backlog's, in its first claim)."""
+    def connected():
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"aidb worker exited at start-up with {process.returncode}:\n"
+                                   f"{_log_tail(processes)}")
+        return conn.execute("SELECT count(*) >= %s FROM pg_stat_activity "
+                            "WHERE datname = current_database() "
+                            "AND (application_name = %s OR backend_type = %s) "
+                            "AND (NOT %s OR wait_event_type = 'Lock')",
+                            (count, WORKER_APP, BGWORKER_TYPE, waiting)).fetchone()[0]
+    wait_for(connected, timeout=300, interval=0.2, message=f"{count} workers to connect")
+
+
+def _load(conn, loads):
+    """Every source's rows in ONE transaction: the backlogs fill at its commit."""
+    from psycopg import sql
+    with conn.transaction():
+        for table, texts in loads:
+            with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} (id, body) FROM STDIN").format(
+                    sql.Identifier(table))) as copy:
+                for i, text in enumerate(texts, start=1):
+                    copy.write_row((i, text))
+
+
+def _drained(conn, names, processes):
+    """Every backlog is empty (its last batch committed). A worker that
+    failed, or a failed batch of a background worker, is an error."""
+    for process in processes:
+        if process.poll():
+            raise RuntimeError(f"aidb worker exited with {process.returncode} during the drain:"
+                               f"\n{_log_tail(processes)}")
+    errors = conn.execute("SELECT string_agg(DISTINCT message, '; ') FROM aidb.pipeline_errors "
+                          "WHERE pipeline = ANY (%s)", (list(names),)).fetchone()[0]
+    if errors:
+        raise RuntimeError(f"a batch failed: {errors}")
+    return aidb_backlog_empty(conn, names)
+
+
+def _wait_workers(processes):
+    """`aidb worker --once` exits once nothing is pending: all must exit 0."""
+    statuses = [process.wait(timeout=300) for process in processes]
+    if any(statuses):
+        raise RuntimeError(f"aidb worker exited with {statuses}:\n{_log_tail(processes)}")
+
+
+def _log_tail(processes):
+    path = processes_log.get(id(processes))
+    if not path:
+        return ""
+    with open(path, errors="replace") as f:
+        return f.read()[-3000:]
 
 
 # --- consistency ------------------------------------------------------------------------------
@@ -265,53 +337,68 @@ def _drain_rates(conn, destinations, started, batch):
 
 # --- database counters ------------------------------------------------------------------------
 
-def _counters(conn, cluster, server):
-    """Cumulative counters: WAL, this database's transactions, CPU seconds."""
-    wal = conn.execute("SELECT wal_records, wal_fpi, wal_bytes::bigint, "
-                       "pg_current_wal_insert_lsn()::text FROM pg_stat_wal").fetchone()
-    db = conn.execute("SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted "
-                      "FROM pg_stat_database WHERE datname = current_database()").fetchone()
-    conn.execute("SELECT pg_stat_clear_snapshot()")
+def _counters(conn, cluster, server, processes):
+    """Where WAL stands, and CPU seconds so far: the cluster's, the model
+    server's, and the workers' (reaped children plus the live `processes`)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wal_records": wal[0], "wal_fpi": wal[1], "wal_bytes": wal[2], "lsn": wal[3],
-            "commits": db[0], "rollbacks": db[1], "tup_inserted": db[2], "tup_updated": db[3],
-            "tup_deleted": db[4], "postgres_cpu": _cluster_cpu_seconds(cluster),
-            "workers_cpu": children.ru_utime + children.ru_stime,
+    return {"lsn": conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0],
+            "postgres_cpu": _cluster_cpu_seconds(cluster),
+            "workers_cpu": children.ru_utime + children.ru_stime
+            + sum(_cpu_seconds(p.pid) for p in processes),
             "server_cpu": _cpu_seconds(server.pid)}
 
 
+# WAL record types counted per batch (pg_waldump --stats=record names).
+WAL_COUNTS = {"row_locks": ("Heap/LOCK",), "commits": ("Transaction/COMMIT",),
+              "rollbacks": ("Transaction/ABORT",), "heap_inserts": ("Heap/INSERT",),
+              "heap_updates": ("Heap/UPDATE", "Heap/HOT_UPDATE"), "heap_deletes": ("Heap/DELETE",)}
+
+
 def _per_batch(conn, cluster, before, after, batches):
-    """Deltas per batch of drained rows (rows / batch size)."""
-    def per(key, scale=1):
-        return round((after[key] - before[key]) * scale / batches, 2)
+    """Per batch of drained rows (rows / batch size): WAL from the records
+    themselves (pg_waldump between the two positions: background workers'
+    pg_stat_wal counts reach the view late), statements, CPU."""
+    def per(value, scale=1):
+        return None if value is None else round(value * scale / batches, 2)
     statements = conn.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
                               "JOIN pg_database d ON d.oid = s.dbid "
                               "WHERE d.datname = current_database() "
                               "AND s.query NOT LIKE '%pg_stat%'").fetchone()[0]
-    conn.execute("SELECT pg_switch_wal()")      # the run's last WAL records reach the files
-    locks = _heap_lock_records(cluster, before["lsn"], after["lsn"])
-    return {"batches": round(batches, 1),
-            "wal_bytes": per("wal_bytes"), "wal_records": per("wal_records"),
-            "wal_fpi": per("wal_fpi"), "commits": per("commits"), "rollbacks": per("rollbacks"),
-            "tuples_inserted": per("tup_inserted"), "tuples_updated": per("tup_updated"),
-            "tuples_deleted": per("tup_deleted"),
-            "row_locks": locks and round(locks / batches, 2),
-            "statements": round(float(statements) / batches, 2),
-            "postgres_cpu_ms": per("postgres_cpu", 1000), "workers_cpu_ms": per("workers_cpu", 1000),
-            "server_cpu_ms": per("server_cpu", 1000)}
+    wal_bytes = conn.execute("SELECT pg_wal_lsn_diff(%s, %s)::bigint",
+                             (after["lsn"], before["lsn"])).fetchone()[0]
+    conn.execute("SELECT pg_switch_wal()")      # the run's last records reach the files
+    records, total = _wal_records(cluster, before["lsn"], after["lsn"])
+    result = {"batches": round(batches, 1), "wal_bytes": per(wal_bytes),
+              "wal_records": per(total.get("records")), "wal_fpi_bytes": per(total.get("fpi_bytes")),
+              "statements": per(float(statements)),
+              **{name: per(sum(records.get(t, 0) for t in types)) if records else None
+                 for name, types in WAL_COUNTS.items()},
+              **{f"{k}_ms": per(after[k] - before[k], 1000)
+                 for k in ("postgres_cpu", "workers_cpu", "server_cpu")}}
+    result["wal_record_types"] = {t: per(n) for t, n in sorted(records.items(),
+                                                               key=lambda i: -i[1])[:12]}
+    return result
 
 
-def _heap_lock_records(cluster, start, end):
-    """Row locks taken (SELECT ... FOR UPDATE: a Heap LOCK WAL record each)
-    between two WAL positions, by pg_waldump; None if it cannot tell."""
+def _wal_records(cluster, start, end):
+    """({record type: count}, {records, fpi_bytes}) between two WAL positions
+    by pg_waldump --stats=record; empty dicts if it cannot tell."""
     command = [os.path.join(cluster.bindir, "pg_waldump"), "--stats=record",
                "-p", os.path.join(cluster.datadir, "pg_wal"), "-s", start, "-e", end]
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=600).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"^Heap/LOCK\s+(\d+)", out, re.MULTILINE)
-    return int(match.group(1)) if match else (0 if "Total" in out else None)
+        return {}, {}
+    records, total = {}, {}
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) > 2 and "/" in words[0] and words[1].isdigit():
+            records[words[0]] = int(words[1])
+        elif words[:1] == ["Total"] and len(words) > 4:
+            # Total  N  record-bytes [%]  FPI-bytes [%]  combined [%]
+            numbers = [w for w in words[1:] if w.isdigit()]
+            total = {"records": int(numbers[0]), "fpi_bytes": int(numbers[2])}
+    return records, total
 
 
 def _cluster_cpu_seconds(cluster):
@@ -497,7 +584,7 @@ CSV_COLUMNS = ("steady_rows_per_s", "wall_rows_per_s", "steady_efficiency", "wal
 
 def write_csv(result, path):
     per_batch = sorted({k for mode in result["runs"].values() for r in mode.values()
-                        for k in r["per_batch"]})
+                        for k, v in r["per_batch"].items() if not isinstance(v, dict)})
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["mode", "n", *CSV_COLUMNS, "top_wait",
