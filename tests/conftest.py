@@ -10,6 +10,7 @@ Only fixtures live here; the helpers test modules share are in tests/support/
 import os
 import subprocess
 import sys
+import uuid
 
 import psycopg
 import pytest
@@ -69,6 +70,22 @@ def connect(cluster, dbname):
     yield open_connection
     for connection in opened:
         connection.close()
+
+
+@pytest.fixture
+def aidb_user(cluster, dbname):
+    """A login role in aidb_users with a schema of its own (first on its
+    search_path), and a connection as it; its pipelines, objects and the
+    role are removed afterwards."""
+    role = "r_" + uuid.uuid4().hex[:10]
+    cluster.psql(f"CREATE ROLE {role} LOGIN IN ROLE aidb_users")
+    cluster.psql(f"CREATE SCHEMA AUTHORIZATION {role}", dbname=dbname)
+    with psycopg.connect(cluster.dsn(dbname, user=role), autocommit=True) as connection:
+        yield role, connection
+    cluster.psql(f"SELECT aidb.delete_pipeline(name) FROM aidb.pipelines "
+                 f"WHERE owner_role::text = '{role}'; "
+                 f"DROP SCHEMA {role} CASCADE; DROP OWNED BY {role}", dbname=dbname)
+    cluster.psql(f"DROP ROLE {role}")
 
 
 @pytest.fixture(scope="session")

@@ -23,17 +23,9 @@ COLUMNS = "its columns are not exactly (key, queued_at timestamptz)"
 
 
 @pytest.fixture
-def owner(cluster, dbname):
-    """A login role in aidb_users with its own schema (first on its search_path)."""
-    role = "r_" + uuid.uuid4().hex[:10]
-    cluster.psql(f"CREATE ROLE {role} LOGIN IN ROLE aidb_users")
-    cluster.psql(f"CREATE SCHEMA AUTHORIZATION {role}", dbname=dbname)
-    with psycopg.connect(cluster.dsn(dbname, user=role), autocommit=True) as connection:
-        yield role, connection
-    cluster.psql(f"SELECT aidb.delete_pipeline(name) FROM aidb.pipelines "
-                 f"WHERE owner_role::text = '{role}'", dbname=dbname)
-    cluster.psql(f"DROP SCHEMA {role} CASCADE; DROP OWNED BY {role}", dbname=dbname)
-    cluster.psql(f"DROP ROLE {role}")
+def owner(aidb_user):
+    """The pipelines' owner: an aidb user with its own schema (conftest)."""
+    return aidb_user
 
 
 def pipeline_on(user, model_server, key_type, keys):

@@ -9,7 +9,6 @@ the model server, a worker process, or no database at all.
 
 import asyncio
 import os
-import uuid
 
 import psycopg
 import pytest
@@ -172,20 +171,6 @@ def test_a_background_worker_blocks_on_a_refused_host(cluster, conn, model_serve
 
 
 # --- an external worker run by an aidb user ---------------------------------------------------
-
-@pytest.fixture
-def aidb_user(cluster, dbname):
-    """A login role in aidb_users with a schema of its own, and a connection as it."""
-    role = "r_" + uuid.uuid4().hex[:10]
-    cluster.psql(f"CREATE ROLE {role} LOGIN IN ROLE aidb_users")
-    cluster.psql(f"CREATE SCHEMA AUTHORIZATION {role}", dbname=dbname)
-    with psycopg.connect(cluster.dsn(dbname, user=role), autocommit=True) as connection:
-        yield role, connection
-    cluster.psql(f"SELECT aidb.delete_pipeline(name) FROM aidb.pipelines "
-                 f"WHERE owner_role::text = '{role}'; "
-                 f"DROP SCHEMA {role} CASCADE; DROP OWNED BY {role}", dbname=dbname)
-    cluster.psql(f"DROP ROLE {role}")
-
 
 def test_an_external_worker_serves_an_aidb_users_pipeline(cluster, dbname, aidb_user, model_server):
     role, user_conn = aidb_user
