@@ -22,6 +22,7 @@ import re
 
 from ...errors import InvalidInput
 from ...options import Option, OptionChecker
+from .base import Step
 
 STEP_NAME = "ChunkText"
 STRATEGIES = ("chars", "words")
@@ -175,15 +176,13 @@ def _skip_space(text, index):
 
 # ---------------------------------------------------------------- step
 
-class ChunkText:
-    """The pipeline step: options are validated once, at construction."""
+class ChunkText(Step):
+    """The pipeline step."""
 
     name = STEP_NAME
     OPTIONS = OPTIONS
-    validate_options = staticmethod(validate_options)   # ChunkText.validate_options(...)
-
-    def __init__(self, options):
-        self.options = validate_options(options)
+    builder = "aidb.chunk_text_config()"
+    validate_options = staticmethod(validate_options)   # with the checks between options
 
     def run(self, text):
         """The chunks of `text` (a list of strings, possibly empty)."""

@@ -24,7 +24,8 @@ import re
 from html.parser import HTMLParser
 
 from .errors import RecordError
-from ...options import Option, check_options
+from ...options import Option
+from .base import Step
 
 STEP_NAME = "ParseHtml"
 METHODS = ("StructuredPlaintext", "StructuredMarkdown")
@@ -56,12 +57,6 @@ _LONE_SURROGATE = re.compile("[\udc80-\udcff]")
 _CODE_LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]+)")
 _BACKTICK_RUNS = re.compile(r"`+")
 _URL_ESCAPES = str.maketrans({" ": "%20", "(": "%28", ")": "%29", "<": "%3C", ">": "%3E"})
-
-
-def validate_options(options):
-    """Check ParseHtml options; return them normalised, defaults filled in."""
-    return check_options(STEP_NAME, options, OPTIONS, hint="Build the options with "
-                         "aidb.html_parse_config().")
 
 
 def decode_document(data):
@@ -386,15 +381,12 @@ def _code_language(attrs):
     return match.group(1) if match else None
 
 
-class ParseHtml:
-    """The pipeline step: options are validated once, at construction."""
+class ParseHtml(Step):
+    """The pipeline step."""
 
     name = STEP_NAME
     OPTIONS = OPTIONS
-    validate_options = staticmethod(validate_options)
-
-    def __init__(self, options):
-        self.options = validate_options(options)
+    builder = "aidb.html_parse_config()"
 
     def run(self, data):
         """[the document's text], or [] if it has none; RecordError if `data`

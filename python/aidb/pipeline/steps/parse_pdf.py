@@ -16,7 +16,8 @@ record only, whatever allow_partial_parsing says.
 import io
 
 from .errors import RecordError, require_bytes
-from ...options import Option, check_options
+from ...options import Option
+from .base import Step
 
 STEP_NAME = "ParsePdf"
 METHODS = ("Text",)
@@ -25,12 +26,6 @@ OPTIONS = (
     Option("allow_partial_parsing", "boolean",
            "Keep the readable pages of a partly damaged PDF.", default=False),
 )
-
-
-def validate_options(options):
-    """Check ParsePdf options; return them normalised, defaults filled in."""
-    return check_options(STEP_NAME, options, OPTIONS, hint="Build the options with "
-                         "aidb.pdf_parse_config().")
 
 
 def open_pdf(data):
@@ -82,15 +77,12 @@ def _describe(exc):
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-class ParsePdf:
-    """The pipeline step: options are validated once, at construction."""
+class ParsePdf(Step):
+    """The pipeline step."""
 
     name = STEP_NAME
     OPTIONS = OPTIONS
-    validate_options = staticmethod(validate_options)
-
-    def __init__(self, options):
-        self.options = validate_options(options)
+    builder = "aidb.pdf_parse_config()"
 
     def run(self, data):
         """One text per page that has text (a list, possibly empty)."""

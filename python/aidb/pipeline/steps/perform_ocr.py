@@ -20,6 +20,7 @@ import io
 from ...errors import AidbError, PIPELINE_PERMANENT
 from .errors import RecordError, require_bytes
 from ...options import Option, OptionChecker
+from .base import Step
 
 STEP_NAME = "PerformOcr"
 OPTIONS = (
@@ -102,16 +103,17 @@ def _describe(exc):
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-class PerformOcr:
+class PerformOcr(Step):
     """The pipeline step: options are validated once, at construction, and
     the tesseract installation checked once, at the first image."""
 
     name = STEP_NAME
     OPTIONS = OPTIONS
+    builder = "aidb.ocr_config()"
     validate_options = staticmethod(validate_options)
 
     def __init__(self, options):
-        self.options = validate_options(options)
+        super().__init__(options)
         self._checked = False
 
     def run(self, data):

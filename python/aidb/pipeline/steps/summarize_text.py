@@ -18,7 +18,8 @@ import re
 
 from ...errors import InvalidInput
 from .errors import RecordError
-from ...options import Option, check_options
+from ...options import Option
+from .base import Step
 
 STEP_NAME = "SummarizeText"
 OPTIONS = (
@@ -31,14 +32,6 @@ OPTIONS = (
 DEFAULT_PROMPT = ("Summarize the text that the user sends. Answer with the summary only, "
                   "in the language of the text.")
 _WORD = re.compile(r"\S+")
-
-
-def validate_options(options):
-    """Check SummarizeText options; return them normalised, defaults filled in.
-    (Whether the model exists, and is a completion model, is checked when the
-    step is built with a model loader.)"""
-    return check_options(STEP_NAME, options, OPTIONS, hint="Build the options with "
-                         "aidb.summarize_text_config().")
 
 
 def system_message(options):
@@ -55,16 +48,17 @@ def cut_to_words(text, max_words):
     return text
 
 
-class SummarizeText:
+class SummarizeText(Step):
     """The pipeline step. `model_loader(name)` returns a ready model
-    instance; the model is loaded once, at construction."""
+    instance; the model is loaded once, at construction. (Whether the model
+    exists, and makes text, is checked then, not by validate_options.)"""
 
     name = STEP_NAME
     OPTIONS = OPTIONS
-    validate_options = staticmethod(validate_options)
+    builder = "aidb.summarize_text_config()"
 
     def __init__(self, options, model_loader):
-        self.options = validate_options(options)
+        super().__init__(options)
         self.model = model_loader(self.options["model"])
         if not callable(getattr(self.model, "complete", None)):
             provider = getattr(self.model, "provider", None) or "unknown"
