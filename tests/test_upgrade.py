@@ -83,6 +83,19 @@ def owner(cluster):
     cluster.psql(f"DROP ROLE IF EXISTS {role}")
 
 
+def previous_release_sessions(cluster, dbname, owner, previous_engine, model_server):
+    """(admin, old) on a 0.1.0 database: a superuser session, and one acting
+    as `owner` (who may create tables in public) on 0.1.0's engine, with the
+    test model registered."""
+    admin = session(cluster, dbname)
+    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    old = session(cluster, dbname)
+    load_previous_engine(old, previous_engine)
+    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    create_fake_model(old, model_server.url, TEST_API_KEY)
+    return admin, old
+
+
 def load_previous_engine(conn, engine_dir):
     """This session's aidb functions run 0.1.0's engine from now on: GD["aidb"]
     is what every PL/Python entry point of 0.1.0 calls (GD is shared by all
@@ -246,14 +259,9 @@ def assert_same_vectors(actual, expected):
 def test_update_from_previous_release_keeps_pipelines_working(
         cluster, owner, previous_db, previous_engine, model_server, folder):
     dbname = previous_db
-    admin = session(cluster, dbname)
-    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    admin, old = previous_release_sessions(cluster, dbname, owner, previous_engine, model_server)
 
     # --- as 0.1.0: sources, a model, two pipelines, a partial run --------------------------
-    old = session(cluster, dbname)
-    load_previous_engine(old, previous_engine)
-    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
-    create_fake_model(old, model_server.url, TEST_API_KEY)
     old.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
     old.execute("INSERT INTO docs SELECT g, 'document ' || g || ' about topic ' || g % 4 "
                 "FROM generate_series(1, 20) g")
@@ -439,12 +447,7 @@ def test_previous_release_sql_refuses_the_new_engine_and_its_worker_backs_off(
     records that and backs off (no busy loop, nothing taken from the backlog),
     and the update wakes it to drain everything."""
     dbname = previous_db
-    admin = session(cluster, dbname)
-    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
-    old = session(cluster, dbname)
-    load_previous_engine(old, previous_engine)
-    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
-    create_fake_model(old, model_server.url, TEST_API_KEY)
+    admin, old = previous_release_sessions(cluster, dbname, owner, previous_engine, model_server)
     old.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
     old.execute("INSERT INTO docs SELECT g, 'waiting document ' || g FROM generate_series(1, 15) g")
     old.execute(f"""SELECT aidb.create_pipeline('bg', 'docs', 'id', 'body',
@@ -556,12 +559,7 @@ def test_upgrade_script_build_refuses_unmarked_table_sections(tmp_path, part, co
 def test_update_refuses_while_user_objects_use_aidb_and_blocks_pipelines_it_cannot_rebuild(
         cluster, owner, previous_db, previous_engine, model_server):
     dbname = previous_db
-    admin = session(cluster, dbname)
-    admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
-    old = session(cluster, dbname)
-    load_previous_engine(old, previous_engine)
-    old.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
-    create_fake_model(old, model_server.url, TEST_API_KEY)
+    admin, old = previous_release_sessions(cluster, dbname, owner, previous_engine, model_server)
     for table in ("kept", "doomed"):
         old.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, body text)")
         old.execute(f"INSERT INTO {table} SELECT g, '{table} ' || g FROM generate_series(1, 5) g")
