@@ -60,7 +60,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 from common import (fresh_database, make_texts, model_server, new_figure, pg_cluster, ratio,
                     save_figure, standalone, stop_process, summary_row, utc_date, wait_for,
@@ -87,6 +86,7 @@ CLUSTER_SETTINGS = {
 def run(quick=False, rows=None, latency_ms=50, server_slots=16, dims=384, batch=50,
         modes=tuple(MODES), counts=(1, 2, 4, 8, 16), pipeline_counts=(1, 2, 4, 8),
         worker_args=(), gucs=()):
+    """Every mode at every N against one server and one cluster: the result dict."""
     rows = rows or (4000 if quick else 100000)
     texts = make_texts(rows)
     settings = dict(CLUSTER_SETTINGS, **dict(g.split("=", 1) for g in gucs))
@@ -144,9 +144,11 @@ class ScaleOut:
             conn.execute("VACUUM ANALYZE")
 
     def processes(self, n):
+        """N separate `aidb worker -c 1` processes."""
         return self._external(f"processes_{n}", [1] * n)
 
     def concurrency(self, n):
+        """One `aidb worker -c N` process."""
         return self._external(f"concurrency_{n}", [n])
 
     def pipelines(self, n):
@@ -286,6 +288,7 @@ def _wait_workers(processes):
 
 
 def _log_tail(processes):
+    """The end of the workers' shared log, for error messages."""
     path = processes_log.get(id(processes))
     if not path:
         return ""
@@ -526,15 +529,6 @@ def _checks(runs):
                                             for n, r in runs.get("concurrency", {}).items()}}
 
 
-def best_efficiency(result, mode="processes"):
-    """The steady efficiency at the largest N of a mode (for run_all's table)."""
-    mode_runs = result["runs"].get(mode) or {}
-    if not mode_runs:
-        return None, None
-    n = max(mode_runs, key=int)
-    return int(n), mode_runs[n]["steady_efficiency"]
-
-
 def _summary(runs):
     rows = []
     for mode, mode_runs in runs.items():
@@ -583,6 +577,7 @@ CSV_COLUMNS = ("steady_rows_per_s", "wall_rows_per_s", "steady_efficiency", "wal
 
 
 def write_csv(result, path):
+    """One line per mode and N: the rates, the checks and the per-batch costs."""
     per_batch = sorted({k for mode in result["runs"].values() for r in mode.values()
                         for k, v in r["per_batch"].items() if not isinstance(v, dict)})
     with open(path, "w", newline="") as f:
