@@ -73,6 +73,7 @@ MODES = {"processes": "N external `aidb worker -c 1` processes",
 DRAIN_TIMEOUT = 3600
 SAMPLE_SECONDS = 0.1
 TEMPLATE = "scale_out_template"
+WARM_UP = "a_warm_up"        # served before "p" in each pass (pipelines go by name)
 WORKER_APP = "aidb external worker"          # application_name of `aidb worker` (worker.py)
 BGWORKER_TYPE = "aidb pipeline worker"       # backend_type of a background worker (src/worker.c)
 CLUSTER_SETTINGS = {
@@ -141,6 +142,8 @@ class ScaleOut:
             conn.execute("CREATE EXTENSION pg_stat_statements")
             create_docs(conn, self.texts)
             _count_writes(conn, aidb_pipeline(conn, "p", batch_size=self.batch))
+            create_docs(conn, [], table="warm_up")
+            aidb_pipeline(conn, WARM_UP, source="warm_up", batch_size=1)
             conn.execute("VACUUM ANALYZE")
 
     def processes(self, n):
@@ -183,8 +186,12 @@ class ScaleOut:
                     "SELECT destination::text, format('aidb.%I', '_backlog_' || id) "
                     "FROM aidb.pipeline_registry WHERE name = 'p'").fetchone()
                 gate.execute(f"LOCK TABLE {backlog} IN ACCESS EXCLUSIVE MODE")
+                _load(conn, [("warm_up", self.texts[:sum(slots)])])
                 with self._workers(dbname, slots) as processes:
                     _wait_for_sessions(conn, sum(slots), processes, waiting=True)
+                    # Warmed up: gone from the workers' passes from now on.
+                    conn.execute("SELECT aidb.delete_pipeline(%s, drop_destination => true)",
+                                 (WARM_UP,))
                     return self._measure(conn, dbname, sum(slots), gate.commit,
                                          [("docs", destination)], ["p"], processes)
         finally:
@@ -192,11 +199,16 @@ class ScaleOut:
 
     @contextlib.contextmanager
     def _workers(self, dbname, slots):
-        """The `aidb worker --once` processes; killed if still running at the end."""
+        """The `aidb worker --once` processes; killed if still running at the end.
+        They serve WARM_UP too, whose backlog holds one single-row batch per
+        slot: each slot's first batch (model client created, engine code
+        loaded: most of a CPU-second) is that one, before it blocks on p.
+        The warm-up pipeline is deleted before the clock starts."""
         log_path = os.path.join(self.scratch, f"{dbname}.log")
         with open(log_path, "ab") as log:
             processes = [subprocess.Popen(
-                aidb_worker_command(self.cluster.dsn(dbname), "p", c) + self.worker_args,
+                aidb_worker_command(self.cluster.dsn(dbname), "p", c) + ["-i", WARM_UP]
+                + self.worker_args,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL) for c in slots]
             processes_log[id(processes)] = log_path
             try:
