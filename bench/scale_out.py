@@ -155,8 +155,9 @@ class ScaleOut:
         return self._external(f"concurrency_{n}", [n])
 
     def pipelines(self, n):
-        """N Background pipelines on empty tables; their workers start and
-        sleep; then every table's rows are committed at once."""
+        """N Background pipelines on empty tables; their workers start, embed
+        one warm-up row each and sleep; then every table's rows are
+        committed at once."""
         import psycopg
         dbname, share = f"pipelines_{n}", len(self.texts) // n
         names = [f"p{k}" for k in range(n)]
@@ -172,6 +173,7 @@ class ScaleOut:
                 _count_writes(conn, destinations[-1])
                 loads.append((f"docs_{k}", self.texts[k * share:(k + 1) * share]))
             _wait_for_sessions(conn, n)
+            _warm_up_background(conn, [t for t, _ in loads], destinations, self.texts[0])
             return self._measure(conn, dbname, n, lambda: _load(conn, loads),
                                  [(t, d) for (t, _), d in zip(loads, destinations)], names)
 
@@ -267,6 +269,18 @@ def _wait_for_sessions(conn, count, processes=(), waiting=False):
     wait_for(connected, timeout=300, interval=0.2, message=f"{count} workers to connect")
 
 
+def _warm_up_background(conn, tables, destinations, text):
+    """One row of key 0 in every table, and wait until each is embedded: a
+    background worker's first batch creates its model client (most of a
+    CPU-second). Rates count keys > 0 only."""
+    with conn.transaction():
+        for table in tables:
+            conn.execute(f"INSERT INTO {table} (id, body) VALUES (0, %s)", (text,))
+    wait_for(lambda: all(conn.execute(f"SELECT EXISTS (SELECT FROM {d} WHERE source_key = 0)")
+                         .fetchone()[0] for d in destinations),
+             timeout=300, interval=0.2, message="the background workers' warm-up rows")
+
+
 def _load(conn, loads):
     """Every source's rows in ONE transaction: the backlogs fill at its commit."""
     from psycopg import sql
@@ -342,7 +356,8 @@ def _consistency(conn, sources):
 
 def _drain_rates(conn, destinations, started, batch):
     spans = [conn.execute(f"SELECT count(*), extract(epoch FROM min(bench_written_at)), "
-                          f"extract(epoch FROM max(bench_written_at)) FROM {d}").fetchone()
+                          f"extract(epoch FROM max(bench_written_at)) FROM {d} "
+                          "WHERE source_key > 0").fetchone()     # not the warm-up rows
              for d in destinations]
     rows = sum(s[0] for s in spans)
     first = min(float(s[1]) for s in spans)
