@@ -75,6 +75,14 @@ ENGINE_REQUIREMENTS = python/requirements-engine.txt
 PIP_ENGINE_DEPS = $(ENGINE_PYTHON) -m pip install --quiet --disable-pip-version-check \
 	--no-warn-script-location -r $(ENGINE_REQUIREMENTS) --target
 
+# The local model's ONNX backend: exported from the bundled weights by the
+# engine's own exporter, offline (docs/architecture.md, "The local model").
+# It stamps what it exported from, so a reinstall with the same engine
+# dependencies and exporter costs a fraction of a second. -P: the
+# repository's aidb.so must not shadow the engine package `aidb`.
+ENGINE_ONNX_EXPORT = PYTHONPATH='$(ENGINE_DIR)/engine:$(ENGINE_DIR)/deps' \
+	$(ENGINE_PYTHON) -P -m aidb.models.onnx_export '$(ENGINE_DIR)/onnx'
+
 install-engine:
 	rm -rf '$(ENGINE_DIR)/engine.new' '$(ENGINE_DIR)/engine.old'
 	$(MKDIR_P) '$(ENGINE_DIR)/engine.new'
@@ -120,6 +128,7 @@ else
 		echo "engine dependencies: $(ENGINE_DIR)/deps -> $$shared"; \
 	fi
 endif
+	$(ENGINE_ONNX_EXPORT)
 
 uninstall: uninstall-engine
 uninstall-engine:

@@ -139,3 +139,11 @@ CREATE UNIQUE INDEX pipeline_error_log_record
 ALTER TABLE aidb.pipeline_registry RENAME COLUMN source_kind TO source_type;
 ALTER TABLE aidb.pipeline_registry
     RENAME CONSTRAINT pipeline_registry_source_kind_check TO pipeline_registry_source_type_check;
+
+-- The pre-registered model runs on ONNX Runtime, as in a fresh install
+-- (10_models.sql), unless its owner changed it. Local models a user made
+-- keep torch: a config without "backend" means torch (local_embeddings.py).
+UPDATE aidb.model_registry
+   SET config = config || '{"backend": "onnx", "device": "auto"}'
+ WHERE name = 'minilm' AND provider = 'local_embeddings'
+   AND config = '{"model": "all-MiniLM-L6-v2", "max_batch_size": 64}';

