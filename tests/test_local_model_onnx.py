@@ -138,15 +138,17 @@ def test_new_models_default_to_onnx_and_existing_ones_keep_torch(backend):
         backend.execute("DELETE FROM aidb.model_registry WHERE name IN ('m_default', 'm_old')")
 
 
+BACKEND_MUST_BE = 'option "backend" must be one of "onnx", "onnx-int8", "torch", got '
+DEVICE_MUST_BE = 'option "device" must be one of "auto", "cpu", "cuda", got '
 REJECTED = [
-    ({"backend": "tensorflow"}, '"backend" must be one of onnx, onnx-int8, torch, not "tensorflow"'),
-    ({"backend": None}, '"backend" must be one of onnx, onnx-int8, torch, not null'),
-    ({"backend": ["onnx"]}, '"backend" must be one of onnx, onnx-int8, torch, not ["onnx"]'),
-    ({"device": "gpu"}, '"device" must be one of auto, cpu, cuda, not "gpu"'),
-    ({"device": "CUDA"}, '"device" must be one of auto, cpu, cuda, not "CUDA"'),
-    ({"threads": 0}, '"threads" must be a positive integer, not 0'),
-    ({"threads": "2"}, '"threads" must be a positive integer, not "2"'),
-    ({"threads": 5000}, '"threads" must be at most 1024'),
+    ({"backend": "tensorflow"}, BACKEND_MUST_BE + '"tensorflow"'),
+    ({"backend": "ONNX"}, BACKEND_MUST_BE + '"ONNX"'),
+    ({"backend": ["onnx"]}, BACKEND_MUST_BE + '["onnx"]'),
+    ({"device": "gpu"}, DEVICE_MUST_BE + '"gpu"'),
+    ({"device": 0}, DEVICE_MUST_BE + "0"),
+    ({"threads": 0}, 'option "threads" must be an integer from 1 to 1024, got 0'),
+    ({"threads": "2"}, 'option "threads" must be an integer from 1 to 1024, got "2"'),
+    ({"threads": 5000}, 'option "threads" must be an integer from 1 to 1024, got 5000'),
 ]
 
 
