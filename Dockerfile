@@ -32,7 +32,8 @@ COPY scripts/install-aidb.sh ./scripts/
 
 # scripts/install-aidb.sh: `make clean`, `make`, `make install`; the install
 # also pip-installs the engine's pinned dependencies for /usr/bin/python3,
-# the interpreter PL/Python embeds. tests/test_docker_files.py runs this RUN
+# the interpreter PL/Python embeds, and exports the local model to ONNX from
+# its bundled weights (offline; docs/architecture.md, "The local model"). tests/test_docker_files.py runs this RUN
 # against a PostgreSQL 17 built from Debian's source package.
 # (${VAR:+...} leaves PIP_EXTRA_INDEX_URL unset when TORCH_INDEX_URL is empty.)
 ENV PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config

@@ -8,7 +8,9 @@
 # in (PGXS does not track the server headers an object was compiled against).
 # The engine's dependencies are pip-installed for /usr/bin/python3, the
 # interpreter PL/Python embeds, and shared between majors when
-# ENGINE_DEPS_ROOT is set (see Makefile).
+# ENGINE_DEPS_ROOT is set (see Makefile); then the local model is exported
+# to ONNX from its bundled weights, offline (docs/architecture.md, "The
+# local model").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_CONFIG=${PG_CONFIG:-pg_config}
