@@ -369,10 +369,10 @@ class RawModel:
         return json.loads(answer)
 
 
-def raw_model_rates(texts, batch, repeat, engine_dir, model_batch):
-    """Embeddings/s of `repeat` passes of the raw model over `texts` in
-    chunks of `batch`, after a warm-up on the first chunk."""
-    with RawModel(engine_dir, model_batch) as raw:
+def raw_model_rates(texts, batch, repeat, engine_dir, model_batch, backend="torch"):
+    """Embeddings/s of `repeat` passes of the raw model (on `backend`) over
+    `texts` in chunks of `batch`, after a warm-up on the first chunk."""
+    with RawModel(engine_dir, model_batch, backend) as raw:
         raw.warm_up(texts[:batch])
         return [raw.pass_rate(texts, batch) for _ in range(repeat)]
 

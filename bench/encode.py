@@ -1,6 +1,7 @@
 #!/opt/aidb-dev-venv/bin/python
 """Embedding throughput: aidb.encode_text_batch('minilm', ...) in SQL versus
-the raw sentence-transformers model it wraps, on the same texts.
+the raw model it wraps (on minilm's backend: ONNX Runtime, or torch), on the
+same texts.
 
     /opt/aidb-dev-venv/bin/python bench/encode.py [--texts N] [--batch N] [--repeat R]
 
@@ -28,13 +29,15 @@ GOAL = 0.9
 # --- aidb side (dev venv) -----------------------------------------------------------------
 
 def bench_aidb(cluster, texts, args):
-    """Embeddings/s of each pass through SQL, plus the engine directory and the
-    model's inner batch size, so that the raw side can use exactly the same ones."""
+    """Embeddings/s of each pass through SQL, plus the engine directory, the
+    model's inner batch size and its backend, so that the raw side can use
+    exactly the same ones."""
     import psycopg
     with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION aidb CASCADE")
-        engine_dir, model_batch = conn.execute(
-            "SELECT aidb._engine_dir(), (config->>'max_batch_size')::int"
+        engine_dir, model_batch, backend = conn.execute(
+            "SELECT aidb._engine_dir(), (config->>'max_batch_size')::int,"
+            " coalesce(config->>'backend', 'torch')"
             " FROM aidb.model_registry WHERE name = %s", (MODEL,)).fetchone()
 
         def encode(chunk):
@@ -43,7 +46,7 @@ def bench_aidb(cluster, texts, args):
             assert vectors, "no embeddings returned"
 
         rates = pass_rates(texts, args.batch, args.repeat, encode)
-    return rates, engine_dir, model_batch
+    return rates, engine_dir, model_batch, backend
 
 
 # --- report -------------------------------------------------------------------------------
@@ -80,10 +83,11 @@ def main():
     texts = make_sentences(args.texts)
     print(f"aidb side: {args.texts} texts, batch {args.batch}, best of {args.repeat} ...")
     with pg_cluster() as cluster:
-        aidb_passes, engine_dir, model_batch = bench_aidb(cluster, texts, args)
+        aidb_passes, engine_dir, model_batch, backend = bench_aidb(cluster, texts, args)
     # Only now, with the aidb session closed, does the raw side start.
     print("raw side ...")
-    raw_passes = raw_model_rates(texts, args.batch, args.repeat, engine_dir, model_batch)
+    raw_passes = raw_model_rates(texts, args.batch, args.repeat, engine_dir, model_batch,
+                                 backend)
 
     aidb_rate, raw_rate = max(aidb_passes), max(raw_passes)  # best of R
     ratio = aidb_rate / raw_rate
@@ -91,7 +95,7 @@ def main():
         "date": utc_date(),
         "machine": machine_info(),
         "parameters": {"texts": args.texts, "batch": args.batch, "repeat": args.repeat,
-                       "model": MODEL, "model_batch_size": model_batch},
+                       "model": MODEL, "backend": backend, "model_batch_size": model_batch},
         "rates": {"aidb": aidb_rate, "raw": raw_rate},  # embeddings/s, best pass
         "passes": {"aidb": aidb_passes, "raw": raw_passes},
         "ratio": round(ratio, 3),
