@@ -125,7 +125,7 @@ def _onnx_providers(model_name, device, available):
 class LocalEmbeddings(EmbeddingModel):
     provider = "local_embeddings"
     default_max_batch_size = 64
-
+    takes_credentials = False
     OPTIONS = (
         Option("model", "choice", "The bundled sentence-transformers model.",
                default="all-MiniLM-L6-v2", allowed=tuple(BUNDLED_MODELS)),
