@@ -7,7 +7,9 @@ Every vector is made by the installed engine inside PostgreSQL, through
 aidb.encode_text_batch, and compared there by pgvector's cosine distance.
 """
 
+import os
 import random
+import re
 
 import psycopg
 import pytest
@@ -211,6 +213,34 @@ from aidb.models import local_embeddings
 return sorted(k[1] + " " + k[2] for k in local_embeddings._loaded)
 $$""")
     return {tuple(k.split()) for k in conn.execute("SELECT pg_temp.loaded()").fetchone()[0]}
+
+
+# PostgreSQL's signals, as /proc/<pid>/task/<tid>/status numbers them.
+POSTGRES_SIGNALS = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGUSR1": 10, "SIGUSR2": 12,
+                    "SIGALRM": 14, "SIGTERM": 15}
+
+
+@pytest.mark.parametrize("model", ["m_onnx", "m_torch"])
+def test_runtime_threads_leave_postgres_signals_to_the_main_thread(cluster, dbname, model):
+    """The runtimes' thread pools (ONNX Runtime's, the tokenizer's, torch's)
+    block PostgreSQL's signals, so that a cancel or a latch wake-up reaches
+    the backend's main thread; the main thread's own mask is unchanged."""
+    with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
+        conn.execute("SELECT aidb.create_model(%s, 'local_embeddings', %s)",
+                     (model, Jsonb(MODELS[model])))
+        conn.execute("SELECT aidb.encode_text_batch(%s, %s)", (model, ["one", "two", "three"]))
+        pid = conn.info.backend_pid
+        masks = {}
+        for task in os.listdir(f"/proc/{pid}/task"):
+            status = open(f"/proc/{pid}/task/{task}/status").read()
+            masks[int(task)] = int(re.search(r"^SigBlk:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+    assert len(masks) > 1, "the runtime started no thread"
+    for tid, mask in masks.items():
+        blocked = {name for name, number in POSTGRES_SIGNALS.items() if mask >> (number - 1) & 1}
+        if tid == pid:
+            assert not blocked & {"SIGINT", "SIGTERM", "SIGUSR1"}, blocked
+        else:
+            assert blocked == set(POSTGRES_SIGNALS), (tid, blocked)
 
 
 def cuda_available(conn):

@@ -7,6 +7,7 @@ turning HTTP failures into the engine's error categories.
 which options it takes (`OPTIONS`, checked by `validate`).
 """
 
+import contextlib
 import functools
 import signal
 import threading
@@ -27,6 +28,18 @@ _POSTGRES_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHU
 
 def _block_postgres_signals():
     signal.pthread_sigmask(signal.SIG_BLOCK, _POSTGRES_SIGNALS)
+
+
+@contextlib.contextmanager
+def postgres_signals_blocked():
+    """Threads started inside the block (a runtime's thread pool) inherit a
+    mask that blocks PostgreSQL's signals, which then reach the backend's
+    main thread only; the caller's own mask is restored afterwards."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _POSTGRES_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Model:

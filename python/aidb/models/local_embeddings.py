@@ -23,7 +23,7 @@ import threading
 
 from ..errors import ModelError, PIPELINE_PERMANENT
 from ..options import Option
-from .base import EmbeddingModel
+from .base import EmbeddingModel, postgres_signals_blocked
 
 # Model name -> (importable package holding the weights, output dimensions).
 BUNDLED_MODELS = {
@@ -63,15 +63,21 @@ def load_sentence_transformer(model_name, device="cpu"):
         key = (model_name, "torch", device)
         if key not in _loaded:
             _quiet_offline_environment()
-            try:
-                import torch
-                from sentence_transformers import SentenceTransformer
-                package = importlib.import_module(BUNDLED_MODELS[model_name][0])
-            except ImportError as exc:
-                raise _missing_packages(model_name, exc) from None
-            resolved = _torch_device(model_name, device, torch.cuda.is_available())
-            _loaded[key] = SentenceTransformer(str(package.get_model_path()), device=resolved)
+            with postgres_signals_blocked():    # threads started by the imports
+                _loaded[key] = _sentence_transformer(model_name, device)
         return _loaded[key]
+
+
+def _sentence_transformer(model_name, device):
+    """A new torch instance of a bundled model."""
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        package = importlib.import_module(BUNDLED_MODELS[model_name][0])
+    except ImportError as exc:
+        raise _missing_packages(model_name, exc) from None
+    resolved = _torch_device(model_name, device, torch.cuda.is_available())
+    return SentenceTransformer(str(package.get_model_path()), device=resolved)
 
 
 def _torch_device(model_name, device, cuda_available):
@@ -90,23 +96,26 @@ def load_onnx_encoder(model_name, quantized, device="auto", threads=None):
     with _load_lock:
         key = (model_name, "onnx-int8" if quantized else "onnx", device, threads)
         if key not in _loaded:
-            try:
-                import onnxruntime
-                from .onnx_runtime import OnnxEncoder, exported_model_dir
-            except ImportError as exc:
-                raise _missing_packages(model_name, exc) from None
-            model_dir = exported_model_dir(model_name)
-            if not (model_dir / "settings.json").is_file():
-                raise _cannot_load(
-                    model_name, f"no ONNX export in {model_dir}",
-                    "make install exports it; outside PostgreSQL run "
-                    "python -m aidb.models.onnx_export DIR and set AIDB_ONNX_DIR=DIR, "
-                    'or use "backend": "torch".')
-            providers = _onnx_providers(model_name, device,
-                                        onnxruntime.get_available_providers())
-            _loaded[key] = OnnxEncoder(model_dir, quantized=quantized, threads=threads,
-                                       providers=providers)
+            with postgres_signals_blocked():    # threads started by the imports (numpy's)
+                _loaded[key] = _onnx_encoder(model_name, quantized, device, threads)
         return _loaded[key]
+
+
+def _onnx_encoder(model_name, quantized, device, threads):
+    """A new ONNX Runtime instance of a bundled model."""
+    try:
+        import onnxruntime
+        from .onnx_runtime import OnnxEncoder, exported_model_dir
+    except ImportError as exc:
+        raise _missing_packages(model_name, exc) from None
+    model_dir = exported_model_dir(model_name)
+    if not (model_dir / "settings.json").is_file():
+        raise _cannot_load(model_name, f"no ONNX export in {model_dir}",
+                           "make install exports it; outside PostgreSQL run "
+                           "python -m aidb.models.onnx_export DIR and set AIDB_ONNX_DIR=DIR, "
+                           'or use "backend": "torch".')
+    providers = _onnx_providers(model_name, device, onnxruntime.get_available_providers())
+    return OnnxEncoder(model_dir, quantized=quantized, threads=threads, providers=providers)
 
 
 def _onnx_providers(model_name, device, available):
@@ -157,8 +166,11 @@ class LocalEmbeddings(EmbeddingModel):
         device = self.config.get("device", "auto")
         if self.backend == "torch":
             model = load_sentence_transformer(model_name, device)
-            vectors = model.encode(texts, batch_size=self.max_batch_size,
-                                   show_progress_bar=False, convert_to_numpy=True)
+            # torch starts its thread pool on the first batch (onnx_runtime.py
+            # does the same for ONNX Runtime's at load).
+            with postgres_signals_blocked():
+                vectors = model.encode(texts, batch_size=self.max_batch_size,
+                                       show_progress_bar=False, convert_to_numpy=True)
         else:
             encoder = load_onnx_encoder(model_name, self.backend == "onnx-int8", device,
                                         self.config.get("threads"))

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from .base import postgres_signals_blocked
 from .onnx_export import INT8_FILE, ONNX_FILE, SETTINGS_FILE, TOKENIZER_FILE
 
 ONNX_DIR_VARIABLE = "AIDB_ONNX_DIR"
@@ -55,8 +56,14 @@ class OnnxEncoder:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         path = model_dir / (INT8_FILE if quantized else ONNX_FILE)
-        self.session = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])
+        # ONNX Runtime starts its intra-op threads with the session, the
+        # tokenizer its thread pool on the first batch: both must leave
+        # PostgreSQL's signals to the backend's main thread.
+        with postgres_signals_blocked():
+            self.session = onnxruntime.InferenceSession(
+                str(path), sess_options=options,
+                providers=providers or ["CPUExecutionProvider"])
+            self.tokenizer.encode_batch(["start", "the tokenizer's threads"])
 
     def encode(self, texts, batch_size):
         """Unit-length embeddings (numpy float32, len(texts) x dimensions),
