@@ -318,6 +318,13 @@ def pass_rate(texts, batch, encode):
     return round(len(texts) / (time.perf_counter() - start), 1)
 
 
+def process_cpu_seconds(pid="self"):
+    """User + system CPU time of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pass_rates(texts, batch, repeat, encode):
     """Embeddings/s of each of `repeat` passes (pass_rate), after one warm-up
     call on the first chunk."""
@@ -358,7 +365,11 @@ class RawModel:
         self._ask({"texts": texts, "batch": len(texts)})
 
     def pass_rate(self, texts, batch):
-        return self._ask({"texts": texts, "batch": batch})["rate"]
+        """Embeddings/s of one pass; its CPU milliseconds per text (all the
+        subprocess's threads) are kept in last_cpu_ms_per_row."""
+        answer = self._ask({"texts": texts, "batch": batch})
+        self.last_cpu_ms_per_row = answer["cpu_ms_per_row"]
+        return answer["rate"]
 
     def _ask(self, request):
         self.process.stdin.write(json.dumps(request) + "\n")
@@ -389,7 +400,10 @@ def _raw_worker():
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
-        print(json.dumps({"rate": pass_rate(job["texts"], job["batch"], encode)}), flush=True)
+        cpu = process_cpu_seconds()
+        rate = pass_rate(job["texts"], job["batch"], encode)
+        cpu_ms = round((process_cpu_seconds() - cpu) * 1000 / len(job["texts"]), 2)
+        print(json.dumps({"rate": rate, "cpu_ms_per_row": cpu_ms}), flush=True)
 
 
 def _raw_torch_encoder(model_batch):

@@ -23,7 +23,9 @@ All sides warm up on one chunk, then take turns, one pass each per round
 (each runtime uses every core, so they never overlap), and each figure is
 the median of the rounds' paired ratios: this machine's speed drifts by
 10-25 % over minutes, which made a "best pass of each side, one side after
-the other" comparison swing from 0.9 to 1.25. Goals: pipeline / raw torch
+the other" comparison swing from 0.9 to 1.25. Each side's CPU time per row
+(the backend's, the subprocesses', all threads) is recorded too: on a
+shared machine it moves far less than the wall clock. Goals: pipeline / raw torch
 >= 2 (issue #16: a faster local model), pipeline / raw ONNX >= 0.9 (what
 the pipeline adds to the model).
 """
@@ -33,8 +35,8 @@ import statistics
 import sys
 import time
 
-from common import (RawModel, connect, make_texts, new_figure, pg_cluster, ratio,
-                    save_figure, standalone, summary_row, utc_date, verdict)
+from common import (RawModel, connect, make_texts, new_figure, pg_cluster, process_cpu_seconds,
+                    ratio, save_figure, standalone, summary_row, utc_date, verdict)
 from systems import aidb_pipeline, create_docs
 
 MODEL = "minilm"
@@ -46,6 +48,7 @@ def run(quick=False, rows=None, batch=100, repeat=5):
     rows = rows or (500 if quick else 2000)
     texts = make_texts(rows)
     passes = {"aidb": [], "raw_torch": [], "raw_onnx": []}
+    cpu = {side: [] for side in passes}         # CPU ms per row of each pass
     with pg_cluster() as cluster, connect(cluster, "postgres") as conn:
         engine_dir, model_batch, backend = prepare(conn, texts, batch)
         with RawModel(engine_dir, model_batch, "torch") as torch_raw, \
@@ -53,20 +56,26 @@ def run(quick=False, rows=None, batch=100, repeat=5):
             torch_raw.warm_up(texts[:batch])
             onnx_raw.warm_up(texts[:batch])
             for n in range(repeat):
-                passes["aidb"].append(pipeline_pass(conn, texts, batch, n))
-                passes["raw_torch"].append(torch_raw.pass_rate(texts, batch))
-                passes["raw_onnx"].append(onnx_raw.pass_rate(texts, batch))
+                rate, cpu_ms = pipeline_pass(conn, texts, batch, n)
+                passes["aidb"].append(rate)
+                cpu["aidb"].append(cpu_ms)
+                for side, raw in (("raw_torch", torch_raw), ("raw_onnx", onnx_raw)):
+                    passes[side].append(raw.pass_rate(texts, batch))
+                    cpu[side].append(raw.last_cpu_ms_per_row)
                 print(f"local pipeline: round {n + 1}: " + ", ".join(
                     f"{side} {rates[-1]} rows/s" for side, rates in passes.items()), flush=True)
     over_torch = [ratio(a, r) for a, r in zip(passes["aidb"], passes["raw_torch"])]
     over_onnx = [ratio(a, r) for a, r in zip(passes["aidb"], passes["raw_onnx"])]
     rates = {side: statistics.median(values) for side, values in passes.items()}
+    cpu_ms = {side: statistics.median(values) for side, values in cpu.items()}
+    cpu_ratio = ratio(cpu_ms["raw_torch"], cpu_ms["aidb"])
     value, value_onnx = statistics.median(over_torch), statistics.median(over_onnx)
     return {"name": "local_pipeline", "date": utc_date(),
             "parameters": {"rows": rows, "words_per_text": 60, "batch_size": batch,
                            "repeat": repeat, "model": MODEL, "backend": backend,
                            "model_batch_size": model_batch},
             "rates": rates, "passes": passes,
+            "cpu_ms_per_row": cpu_ms, "cpu_passes": cpu, "cpu_ratio_torch_over_pipeline": cpu_ratio,
             "round_ratios": over_torch, "ratio": value, "goal": GOAL_OVER_TORCH,
             "round_ratios_over_onnx": over_onnx, "ratio_over_onnx": value_onnx,
             "goal_over_onnx": GOAL_OVER_ONNX,
@@ -81,7 +90,11 @@ def run(quick=False, rows=None, batch=100, repeat=5):
                                     verdict(value, GOAL_OVER_TORCH)),
                         summary_row("local model", f"pipeline / raw {backend} (median of "
                                                    "paired rounds)", f"{value_onnx:.2f}",
-                                    f">= {GOAL_OVER_ONNX}", verdict(value_onnx, GOAL_OVER_ONNX))]}
+                                    f">= {GOAL_OVER_ONNX}", verdict(value_onnx, GOAL_OVER_ONNX)),
+                        summary_row("local model", "CPU ms per row: pipeline / raw torch / raw "
+                                                   f"{backend} (medians)",
+                                    f"{cpu_ms['aidb']:.1f} / {cpu_ms['raw_torch']:.1f} / "
+                                    f"{cpu_ms['raw_onnx']:.1f}")]}
 
 
 def prepare(conn, texts, batch):
@@ -98,16 +111,21 @@ def prepare(conn, texts, batch):
 
 
 def pipeline_pass(conn, texts, batch, n):
-    """Rows/s of run_pipeline over every row, on a fresh Disabled pipeline."""
+    """Rows/s of run_pipeline over every row, on a fresh Disabled pipeline,
+    and the backend's CPU milliseconds per row (all its threads): on a shared
+    machine CPU time moves far less than the wall clock."""
     destination = aidb_pipeline(conn, f"local_{n}", batch_size=batch, model=MODEL)
+    backend_pid = conn.info.backend_pid
+    cpu = process_cpu_seconds(backend_pid)
     started = time.perf_counter()
     conn.execute("SELECT aidb.run_pipeline(%s)", (f"local_{n}",))
     rate = round(len(texts) / (time.perf_counter() - started), 1)
+    cpu_ms = round((process_cpu_seconds(backend_pid) - cpu) * 1000 / len(texts), 2)
     stored = conn.execute(f"SELECT count(*) FROM {destination} WHERE embedding IS NOT NULL"
                           ).fetchone()[0]
     if stored != len(texts):
         raise AssertionError(f"{destination} holds {stored} embeddings, expected {len(texts)}")
-    return rate
+    return rate, cpu_ms
 
 
 def plot(result, path):
