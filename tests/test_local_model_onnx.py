@@ -10,6 +10,8 @@ aidb.encode_text_batch, and compared there by pgvector's cosine distance.
 import os
 import random
 import re
+import subprocess
+import time
 
 import psycopg
 import pytest
@@ -213,6 +215,54 @@ from aidb.models import local_embeddings
 return sorted(k[1] + " " + k[2] for k in local_embeddings._loaded)
 $$""")
     return {tuple(k.split()) for k in conn.execute("SELECT pg_temp.loaded()").fetchone()[0]}
+
+
+ENGINE_PYTHON = "/usr/bin/python3"         # the interpreter PL/Python embeds
+
+
+def engine_python(conn, code, **env):
+    """Runs `code` with the installed engine and its dependencies (as
+    PostgreSQL loads them), outside PostgreSQL; returns the finished process."""
+    engine_dir = conn.execute("SELECT aidb._engine_dir()").fetchone()[0]
+    return subprocess.run([ENGINE_PYTHON, "-P", "-c", code], capture_output=True, text=True,
+                          cwd="/", timeout=300,
+                          env={**os.environ, **env, "PYTHONPATH": f"{engine_dir}/engine:"
+                                                                  f"{engine_dir}/deps"})
+
+
+def test_the_install_time_export_is_stamped_and_not_redone(backend):
+    """make install ran the exporter; running it again on the same inputs
+    does nothing (a reinstall costs no export)."""
+    engine_dir = backend.execute("SELECT aidb._engine_dir()").fetchone()[0]
+    export = os.path.join(engine_dir, "onnx", "all-MiniLM-L6-v2")
+    assert sorted(os.listdir(export)) == [".stamp", "model-int8.onnx", "model.onnx",
+                                          "settings.json", "tokenizer.json"]
+    before = os.stat(os.path.join(export, "model.onnx")).st_mtime_ns
+    started = time.monotonic()
+    done = engine_python(backend, "from aidb.models.onnx_export import main; "
+                                  f"main([{os.path.join(engine_dir, 'onnx')!r}])")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ONNX export of all-MiniLM-L6-v2 is up to date" in done.stdout
+    assert time.monotonic() - started < 30
+    assert os.stat(os.path.join(export, "model.onnx")).st_mtime_ns == before
+
+
+def test_a_missing_export_says_how_to_make_one(backend, tmp_path):
+    """Outside an install (an external worker from pip) without an export,
+    the ONNX backend fails with a message that says what to run."""
+    done = engine_python(backend, """
+from aidb.errors import ModelError
+from aidb.models.local_embeddings import LocalEmbeddings
+model = LocalEmbeddings("m", LocalEmbeddings.validate("m", {}, None))
+try:
+    model.embed(["x"])
+except ModelError as error:
+    print(error, "|", error.hint)
+""", AIDB_ONNX_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f'local model "all-MiniLM-L6-v2" cannot load: no ONNX export in {tmp_path}' \
+        in done.stdout
+    assert "python -m aidb.models.onnx_export DIR" in done.stdout and "AIDB_ONNX_DIR" in done.stdout
 
 
 # PostgreSQL's signals, as /proc/<pid>/task/<tid>/status numbers them.
