@@ -78,6 +78,7 @@ def varied_texts():
     return texts
 
 
+@pytest.mark.smoke         # on every major: the export and the runtime of each install
 def test_onnx_embeds_every_text_as_torch_does(backend):
     texts = varied_texts()
     found = cosines(backend, texts)
