@@ -21,6 +21,7 @@
 #include "catalog/pg_depend.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "storage/lmgr.h"
@@ -92,6 +93,33 @@ has_dependency(const ObjectAddress *object, const ObjectAddress *referenced, cha
 }
 
 /*
+ * Take an object out of extension `extension_oid` if it is a member; for a
+ * relation also its row type and that type's array type. PostgreSQL 18
+ * (not 15) makes a table's row types members along with the table (ALTER
+ * EXTENSION ADD TABLE); a row type left a member would make the table half
+ * a member: pg_dump would skip the type, and ALTER EXTENSION UPDATE of a
+ * later release would fail on it ("... is a member of an extension").
+ */
+static void
+leave_extension(Oid classid, Oid objid, Oid extension_oid)
+{
+	if (getExtensionOfObject(classid, objid) == extension_oid)
+		deleteDependencyRecordsForSpecific(classid, objid, DEPENDENCY_EXTENSION,
+										   ExtensionRelationId, extension_oid);
+	if (classid == RelationRelationId)
+	{
+		Oid			row_type = get_rel_type_id(objid);
+
+		if (OidIsValid(row_type))
+		{
+			leave_extension(TypeRelationId, row_type, extension_oid);
+			if (OidIsValid(get_array_type(row_type)))
+				leave_extension(TypeRelationId, get_array_type(row_type), extension_oid);
+		}
+	}
+}
+
+/*
  * aidb._depend_on_extension(classid, objid): record that a relation or
  * function of schema aidb depends (normally) on extension aidb; calling it
  * again changes nothing. Only objects in schema aidb: anything else could
@@ -120,11 +148,9 @@ aidb_depend_on_extension(PG_FUNCTION_ARGS)
 	 * a pipeline's objects, sql/upgrade/) became a member of aidb on the way:
 	 * it gets the normal dependency instead.
 	 */
-	if (creating_extension && CurrentExtensionObject == extension.objectId &&
-		getExtensionOfObject(object.classId, object.objectId) == extension.objectId)
+	if (creating_extension && CurrentExtensionObject == extension.objectId)
 	{
-		deleteDependencyRecordsForSpecific(object.classId, object.objectId, DEPENDENCY_EXTENSION,
-										   ExtensionRelationId, extension.objectId);
+		leave_extension(object.classId, object.objectId, extension.objectId);
 		CommandCounterIncrement();
 	}
 	if (OidIsValid(getExtensionOfObject(object.classId, object.objectId)))

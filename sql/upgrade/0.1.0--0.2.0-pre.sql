@@ -139,6 +139,17 @@ CREATE UNIQUE INDEX pipeline_error_log_record
 ALTER TABLE aidb.pipeline_registry RENAME COLUMN source_kind TO source_type;
 ALTER TABLE aidb.pipeline_registry
     RENAME CONSTRAINT pipeline_registry_source_kind_check TO pipeline_registry_source_type_check;
+-- PostgreSQL 18 keeps NOT NULL as a named constraint too, named after the column.
+DO $rename$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_constraint
+               WHERE conrelid = 'aidb.pipeline_registry'::pg_catalog.regclass
+                 AND conname = 'pipeline_registry_source_kind_not_null') THEN
+        ALTER TABLE aidb.pipeline_registry RENAME CONSTRAINT
+            pipeline_registry_source_kind_not_null TO pipeline_registry_source_type_not_null;
+    END IF;
+END
+$rename$;
 
 -- The pre-registered model runs on ONNX Runtime, as in a fresh install
 -- (10_models.sql), unless its owner changed it. Local models a user made
