@@ -24,6 +24,8 @@ int			aidb_worker_memory_limit = 2048;
 static char *aidb_allowed_model_hosts = NULL;
 static char *aidb_allowed_local_paths = NULL;
 static char *aidb_allowed_credentials_env = NULL;
+/* read by the engine (current_setting) at each background worker transaction */
+static int	worker_batches_in_flight = 4;
 
 void		_PG_init(void);
 
@@ -59,6 +61,13 @@ define_gucs(void)
 							"Checked after each batch; 0 disables the check.",
 							&aidb_worker_memory_limit, 2048, 0, INT_MAX / 1024,
 							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomIntVariable("aidb.worker_batches_in_flight",
+							"Batches a background worker keeps between claim and write at once.",
+							"While the model computes the next batches, the worker writes the "
+							"oldest: model latency is hidden up to this many batches; 1 runs "
+							"one batch at a time.",
+							&worker_batches_in_flight, 4, 1, 64,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("aidb.allowed_model_hosts",
 							   "Hosts that model URLs may reach: * (any), or a comma-separated "
 							   "list of host names, IP addresses and *.domain wildcards.",

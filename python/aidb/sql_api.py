@@ -17,7 +17,8 @@ from .models import ModelCache
 from .models import store as model_store
 from .pipeline import manage as pipeline_manage
 from .pipeline import runner as pipeline_runner
-from .pipeline.batch import ClaimCursor, lock_keys, process_keys
+from .pipeline import pipelined
+from .pipeline.batch import lock_keys, process_keys
 from .pipeline.definition import load_pipeline_by_id
 from .pipeline.distance import operator_symbol
 from .pipeline.guard import check_pipeline_objects
@@ -209,19 +210,44 @@ def process_live(pipeline_id, keys):
 
 @sql_entry(fixed_path=True)
 def run_batch_for_worker(pipeline_id):
-    """One batch for a background worker (which commits after each call);
-    returns the number of keys processed, or -1 when the batch failed."""
+    """One transaction of a background worker (which commits after each
+    call): starts a batch and/or writes the oldest in flight (up to
+    aidb.worker_batches_in_flight at once). Returns the keys written (1 when
+    it only started a batch: the worker must call again at once), 0 when
+    idle, -1 when the batch failed."""
     pipeline = load_pipeline_by_id(db, pipeline_id)
     if pipeline is None:
         return 0
     pipeline_manage.check_may_run(db, pipeline)
-    cursor = _worker_cursors.setdefault(pipeline_id, ClaimCursor())
-    return pipeline_runner.run_worker_batch(db, pipeline, model_for, cursor)
+    size = int(db.query("SELECT pg_catalog.current_setting('aidb.worker_batches_in_flight', true) "
+                        "AS n")[0]["n"] or pipelined.DEFAULT_BATCHES_IN_FLIGHT)
+    processed, did_work = pipelined.run_worker_step(db, _background_worker(), pipeline, model_for,
+                                                    size)
+    return processed if processed != 0 or not did_work else 1
 
 
-# A background worker's claim cursor per pipeline, kept between its batches
-# (each its own transaction) in this process.
-_worker_cursors = {}
+def abandon_worker_batches(pipeline_id):
+    """After a background worker's transaction failed (from
+    aidb._record_worker_error): release the leases of its batches in flight,
+    whose keys are claimed again later. In a subtransaction, and never
+    raising: the error must be recorded anyway, and a lease left behind is
+    released by the next step (or dies with the worker)."""
+    try:
+        with plpy.subtransaction():
+            _background_worker().abandon(db, pipeline_id)
+    except Exception:  # noqa: BLE001 — see above
+        pass
+
+
+def _background_worker():
+    """This backend's pipelined batches, kept between its transactions."""
+    global _pipelined_worker
+    if _pipelined_worker is None:
+        _pipelined_worker = pipelined.PipelinedWorker(pipelined.model_thread_pool())
+    return _pipelined_worker
+
+
+_pipelined_worker = None
 
 
 # --- volumes -----------------------------------------------------------------------------

@@ -7,7 +7,9 @@
 --                        and remove rows, never change the table.
 --   aidb._state_<id>     one row per key: the hash of the content the
 --                        destination was built from (NULL while a batch
---                        holds a new key). Its row lock is the key's lock.
+--                        holds a new key). Its row lock is the key's lock;
+--                        `lease` keeps it for a worker's batch between its
+--                        claim and its write transactions.
 --   aidb._source_<id>(keys), _drift_<id>(), _count_<id>(), _all_keys_<id>(),
 --   aidb._destination_<id>(...), and for tables aidb._capture_<id>():
 --                        every statement that touches what the pipeline's
@@ -178,14 +180,18 @@ DECLARE
 BEGIN
     EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s%s NOT NULL, '
                    'queued_at timestamptz NOT NULL DEFAULT now())', backlog, key_type, key_collation);
+    -- lease: the token of the worker connection whose batch holds the key
+    -- between its claim and its write (python/aidb/pipeline/leases.py).
     EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s%s PRIMARY KEY, hash uuid, '
-                   'updated_at timestamptz NOT NULL DEFAULT now())', state, key_type, key_collation);
+                   'updated_at timestamptz NOT NULL DEFAULT now(), lease int8)',
+                   state, key_type, key_collation);
     -- Tables of aidb 0.1.0 belonged to the pipeline owner, had a key index on
-    -- the backlog, and no NULL hashes.
+    -- the backlog, no NULL hashes and no leases.
     EXECUTE format('ALTER TABLE %s OWNER TO %I', backlog, current_user);
     EXECUTE format('ALTER TABLE %s OWNER TO %I', state, current_user);
     EXECUTE format('DROP INDEX IF EXISTS aidb.%I', '_backlog_' || p.id || '_key');
     EXECUTE format('ALTER TABLE %s ALTER COLUMN hash DROP NOT NULL', state);
+    EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS lease int8', state);
     EXECUTE format('REVOKE ALL ON %s, %s FROM PUBLIC', backlog, state);
     -- UPDATE: what SELECT ... FOR UPDATE (a claim) requires.
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %s TO %s', backlog, owner);

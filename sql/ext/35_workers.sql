@@ -58,16 +58,22 @@ COMMENT ON FUNCTION aidb._worker_state(integer) IS
     'State (code and display text), pid and last batch of a Background pipeline''s worker.';
 
 -- An error that escaped the engine in a background worker (the worker calls
--- this in a fresh transaction after rolling the batch back).
+-- this in a fresh transaction after rolling the batch back). It first lets
+-- go of the keys the worker's batches in flight hold leased (their claims
+-- stay in the backlog): other workers need not wait for this one's backoff.
 CREATE FUNCTION aidb._record_worker_error(pipeline_id integer, message text) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpython3u
     SET search_path = pg_catalog, pg_temp
     AS $$
+if "aidb" in GD:
+    GD["aidb"].abandon_worker_batches(pipeline_id)
+plpy.execute(plpy.prepare("""
     INSERT INTO aidb.pipeline_error_log (pipeline_id, source_key, step, category, message)
-    VALUES (pipeline_id, NULL, 'worker', 'PipelineTemporary', message)
+    VALUES ($1, NULL, 'worker', 'PipelineTemporary', $2)
     ON CONFLICT (pipeline_id, category) WHERE source_key IS NULL DO UPDATE
     SET step = EXCLUDED.step, message = EXCLUDED.message,
-        attempts = pipeline_error_log.attempts + 1, last_attempt = now()
+        attempts = pipeline_error_log.attempts + 1, last_attempt = pg_catalog.now()""",
+    ["pg_catalog.int4", "pg_catalog.text"]), [pipeline_id, message])
 $$;
 
 -- Row by row, so that the launcher learns about a pipeline from its commit

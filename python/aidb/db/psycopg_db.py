@@ -18,7 +18,6 @@ class PsycopgDatabase(Database):
         self.connection = connection
         self.connection.row_factory = dict_row
         self.stop = stop or threading.Event()
-        self.claim_cursors = {}     # per pipeline: where this connection's claims continue
 
     def query(self, sql, *params):
         # Always pass a tuple: psycopg then turns %% into %, as the plpy adapter does.

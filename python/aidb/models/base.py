@@ -26,7 +26,7 @@ _POSTGRES_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHU
                      signal.SIGCHLD, signal.SIGPIPE}
 
 
-def _block_postgres_signals():
+def block_postgres_signals():
     signal.pthread_sigmask(signal.SIG_BLOCK, _POSTGRES_SIGNALS)
 
 
@@ -57,13 +57,28 @@ class Model:
         self.max_concurrent = config.get("max_concurrent_requests",
                                          self.default_max_concurrent_requests)
         self.retry_policy = RetryPolicy(max_retries=config.get("max_retries", 5))
-        self.sleep = time.sleep     # PL/Python swaps in an interruptible sleep
+        # PL/Python's interruptible sleep (pg_sleep) may only be called by
+        # the thread that loaded the model: a pipelined worker embeds in
+        # threads of its own, which must never call into PostgreSQL.
+        self._interruptible_sleep, self._sleep_thread = None, None
         self._pool = None
         # A Retry-After holds every request of this model until this
         # time.monotonic(), the ones queued behind the refused one and the
         # next batches' alike: a rate-limited provider gets no request early.
         self._hold_until = 0.0
         self._hold_lock = threading.Lock()
+
+    def use_interruptible_sleep(self, sleep):
+        """Sleep with `sleep` (e.g. pg_sleep, which a query cancel stops)
+        when called from this thread; other threads sleep plainly."""
+        self._interruptible_sleep, self._sleep_thread = sleep, threading.get_ident()
+
+    def sleep(self, seconds):
+        """Wait `seconds`: interruptibly in the loading thread, plainly elsewhere."""
+        if self._interruptible_sleep is not None and threading.get_ident() == self._sleep_thread:
+            self._interruptible_sleep(seconds)
+        else:
+            time.sleep(seconds)
 
     @classmethod
     def validate(cls, name, config, credentials):
@@ -144,7 +159,7 @@ class Model:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max(1, self.max_concurrent),
                                             thread_name_prefix=f"aidb-{self.name}",
-                                            initializer=_block_postgres_signals)
+                                            initializer=block_postgres_signals)
         return self._pool
 
     def http_failure(self, status, message, retry_after=None):

@@ -89,5 +89,5 @@ def load_model(db, cache, name):
     the way `db` can be interrupted."""
     provider, config, credentials = load_definition(db, name)
     model = cache.get(name, provider, config, credentials)
-    model.sleep = db.sleep
+    model.use_interruptible_sleep(db.sleep)
     return model

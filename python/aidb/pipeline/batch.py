@@ -79,25 +79,37 @@ def run_batch(db, pipeline, model_loader, cursor, wait_for_source=False):
     """Claim, lock and process one batch after `cursor` (advanced);
     `wait_for_source`: the caller holds the source's lock already."""
     queries = BatchQueries(pipeline)
-    claimed = [dict(row, key=canonical_key(row["key"]))
-               for row in db.query(queries.claim, cursor.tid, pipeline.batch_size)]
+    claimed, stored = claim_keys(db, queries, pipeline, cursor)
     result = BatchResult(claimed=len(claimed))
-    if not claimed:
-        return result
-    cursor.advance([row["tid"] for row in claimed])
-    stored = lock_keys(db, queries, list(dict.fromkeys(row["key"] for row in claimed)), wait=False)
     if stored:
         db.execute(queries.delete_claimed, [row["tid"] for row in claimed if row["key"] in stored])
         _merge(result, process_keys(db, pipeline, stored, model_loader, wait_for_source))
     return result
 
 
+def claim_keys(db, queries, pipeline, cursor, lock_rows=True):
+    """Claim up to batch_size backlog rows after `cursor` (advanced) and lock
+    their keys that nobody else holds or leases: (claimed rows (tid, xmin,
+    key), {key: stored hash} of the locked keys). `lock_rows=False`: the
+    rows are read, not locked (a pipelined worker's claim)."""
+    statement = queries.claim if lock_rows else queries.peek
+    claimed = [dict(row, key=canonical_key(row["key"]))
+               for row in db.query(statement, cursor.tid, pipeline.batch_size)]
+    if not claimed:
+        return [], {}
+    cursor.advance([row["tid"] for row in claimed])
+    return claimed, lock_keys(db, queries, list(dict.fromkeys(row["key"] for row in claimed)),
+                              wait=False)
+
+
 def lock_keys(db, queries, keys, wait):
     """{key: stored hash or None} of the keys this transaction now holds
-    (with wait=False, those nobody else holds)."""
+    (with wait=False, those nobody else holds or leases; with wait=True
+    (Live), all of them, their leases broken)."""
     if wait:
         db.execute(queries.add_state_rows_waiting, keys)
         rows = db.query(queries.lock_keys_waiting, keys)
+        db.execute(queries.break_leases, keys)
     else:
         db.execute(queries.add_state_rows, queries.state_table, keys)
         rows = db.query(queries.lock_keys, keys)
@@ -106,17 +118,69 @@ def lock_keys(db, queries, keys, wait):
 
 def process_keys(db, pipeline, stored, model_loader, wait_for_source=False):
     """Bring the destination rows of the locked keys `stored` ({key: stored
-    hash}) in step with the source."""
-    queries = BatchQueries(pipeline)
+    hash}) in step with the source, in one transaction (run_pipeline, Live)."""
+    changes = read_changes(db, pipeline, stored, wait_for_source)
+    work = prepare_work(pipeline, changes, model_loader)
+    return write_changes(db, pipeline, changes, work())
+
+
+@dataclass
+class Changes:
+    """What the source says about a batch's keys: `changed` rows (key, data,
+    hash, stored_hash) to rebuild, `gone` keys to delete, and {key: (step,
+    error)} of records that could not be read."""
+    keys: list
+    changed: list
+    gone: list
+    failures: dict
+
+
+@dataclass
+class Computed:
+    """The model's part of a batch: {key: [part texts]}, {key: [vectors]}
+    and {key: (step, error)} of records a step or the model refused."""
+    parts: dict
+    vectors: dict
+    failures: dict
+
+
+def read_changes(db, pipeline, stored, wait_for_source=False):
+    """Read the current content of the locked keys `stored` ({key: stored hash})."""
     keys = list(stored)
-    rows, failures = _read_source(db, pipeline, queries, keys, stored, wait_for_source)
-    gone = [r["key"] for r in rows if r["data"] is None]
-    changed = [r for r in rows if r["data"] is not None and r["hash"] != r["stored_hash"]]
-    parts, step_failures = _run_text_steps(pipeline, changed, model_loader)
-    failures.update(step_failures)
-    vectors, embed_failures = _embed(pipeline, parts, model_loader)
-    failures.update({key: ("KnowledgeBase", message) for key, message in embed_failures.items()})
-    done = [r for r in changed if r["key"] not in failures]
+    rows, failures = _read_source(db, pipeline, BatchQueries(pipeline), keys, stored,
+                                  wait_for_source)
+    return Changes(keys=keys, failures=failures,
+                   gone=[r["key"] for r in rows if r["data"] is None],
+                   changed=[r for r in rows if r["data"] is not None
+                            and r["hash"] != r["stored_hash"]])
+
+
+def prepare_work(pipeline, changes, model_loader):
+    """A function of no argument that runs the text steps and the model on
+    `changes` and returns a Computed. The models are loaded now, in this
+    thread (loading reads the database); the function touches no database,
+    so a pipelined worker can run it in another thread, outside any
+    transaction."""
+    steps = text_steps_of(pipeline.steps, model_loader) if changes.changed else []
+    options = knowledge_base_of(pipeline.steps)
+    model = model_loader(options["model"]) if options is not None and changes.changed else None
+
+    def work():
+        parts, failures = _run_text_steps(steps, changes.changed)
+        vectors, embed_failures = _embed(model, parts)
+        failures.update({key: ("KnowledgeBase", message) for key, message in embed_failures.items()})
+        return Computed(parts=parts, vectors=vectors, failures=failures)
+    return work
+
+
+def write_changes(db, pipeline, changes, computed):
+    """Write a batch's results (its keys locked by this transaction): the
+    destination, the hashes, the error log."""
+    queries = BatchQueries(pipeline)
+    failures = dict(changes.failures)
+    failures.update(computed.failures)
+    parts, vectors, gone = computed.parts, computed.vectors, changes.gone
+    done = [r for r in changes.changed if r["key"] not in failures]
     busy, refused = _write(db, queries, pipeline, done, parts, vectors, gone + list(failures))
     failures.update({key: ("write", message) for key, message in refused.items()})
     done = [r for r in done if r["key"] not in refused]
@@ -131,7 +195,7 @@ def process_keys(db, pipeline, stored, model_loader, wait_for_source=False):
     error_log.clear_key_errors(db, pipeline.id,
                                [r["key"] for r in done if r["key"] not in busy]
                                + [k for k in gone if k not in busy])
-    return BatchResult(processed=len(keys) - len(busy),
+    return BatchResult(processed=len(changes.keys) - len(busy),
                        embedded=sum(1 for r in done if r["key"] not in busy),
                        removed=sum(1 for k in gone if k not in busy), failed=len(failures),
                        busy=len(busy))
@@ -179,11 +243,10 @@ def _merge(total, part):
     total.busy += part.busy     # the runner stops on a batch of only busy keys
 
 
-def _run_text_steps(pipeline, rows, model_loader):
-    """{key: [part texts]} after the text steps, and {key: (step, error)} for
+def _run_text_steps(steps, rows):
+    """{key: [part texts]} after the text `steps`, and {key: (step, error)} for
     keys whose content a step could not handle. Step errors that are not about
     the record (a model outage in SummarizeText) stop the batch."""
-    steps = text_steps_of(pipeline.steps, model_loader)
     parts, failures = {}, {}
     for row in rows:
         texts, step_name = [row["data"]], "read"
@@ -219,13 +282,12 @@ def _as_text(data):
     return data
 
 
-def _embed(pipeline, parts, model_loader):
-    """({key: [vectors]}, {key: error}); keys rejected by the model are isolated
-    by splitting the batch in halves, so one bad record costs few requests."""
-    options = knowledge_base_of(pipeline.steps)
-    if options is None or not parts:
+def _embed(model, parts):
+    """({key: [vectors]}, {key: error}) from `model` (None: the pipeline
+    stores only text); keys rejected by the model are isolated by splitting
+    the batch in halves, so one bad record costs few requests."""
+    if model is None or not parts:
         return {}, {}
-    model = model_loader(options["model"])
     vectors, failures = {}, {}
     _embed_group(model, list(parts.items()), vectors, failures)
     return vectors, failures

@@ -10,6 +10,7 @@ search_path = pg_catalog, pg_temp, and every name here is qualified anyway.
 """
 
 from ..sqltext import sql
+from .leases import LIVE_TOKENS
 
 # The smallest tid: claims start there and continue after the last one taken.
 FIRST_TID = "(0,0)"
@@ -20,7 +21,8 @@ class BatchQueries:
 
     def __init__(self, pipeline):
         p = pipeline
-        names = {"backlog": p.backlog, "state": p.state, "kt": p.key_type_name, "eq": p.equals}
+        names = {"backlog": p.backlog, "state": p.state, "kt": p.key_type_name, "eq": p.equals,
+                 "live": LIVE_TOKENS}
         self.state_table = p.state.text        # as a regclass parameter
 
         def q(template):
@@ -28,11 +30,22 @@ class BatchQueries:
 
         # Up to batch_size backlog rows after the tid where the last claim
         # stopped: a TID range scan, so a claim costs the same however many
-        # rows this transaction has claimed (and deleted) before.
+        # rows this transaction has claimed (and deleted) before. The xmin
+        # names the row version: a pipelined batch deletes its rows in a later
+        # transaction, when a TRUNCATE may have let a newer row take the tid.
         self.claim = q("""
-            SELECT ctid::pg_catalog.text AS tid, key FROM {backlog}
+            SELECT ctid::pg_catalog.text AS tid, xmin::pg_catalog.text AS xmin, key FROM {backlog}
             WHERE ctid OPERATOR(pg_catalog.>) %s::pg_catalog.tid
             LIMIT %s FOR UPDATE SKIP LOCKED""")
+        # A pipelined worker's claim reads the rows without locking them: it
+        # deletes them in a later transaction, and a row lock taken now would
+        # only make other workers' claims — which hold theirs while they wait
+        # for the model — keep it from doing so. Whose a row is, is decided by
+        # the key's state row (locked, then leased), not by the backlog row.
+        self.peek = q("""
+            SELECT ctid::pg_catalog.text AS tid, xmin::pg_catalog.text AS xmin, key FROM {backlog}
+            WHERE ctid OPERATOR(pg_catalog.>) %s::pg_catalog.tid
+            LIMIT %s""")
         # A key's lock is the row lock on its state row: row locks live in the
         # tuples, so a run holds any number of them without touching the lock
         # table. New keys get their row first (a NULL hash: nothing built yet);
@@ -43,20 +56,58 @@ class BatchQueries:
             INSERT INTO {state} (key)
             SELECT u.k FROM pg_catalog.unnest(%s::{kt}[]) AS u(k) ORDER BY 1
             ON CONFLICT DO NOTHING""")
+        # Keys leased by a live worker (leases.py) are that worker's until it
+        # writes them: skipped as if locked. A lease whose holder is gone is
+        # taken over at once. Rows that fail the filter are not locked.
         self.lock_keys = q("""
             SELECT key, hash::pg_catalog.text AS hash FROM {state}
-            WHERE key {eq} ANY (%s::{kt}[]) FOR UPDATE SKIP LOCKED""")
+            WHERE key {eq} ANY (%s::{kt}[])
+              AND (lease IS NULL OR lease OPERATOR(pg_catalog.<>) ALL ({live}))
+            FOR UPDATE SKIP LOCKED""")
+        # Live waits for the keys' row locks and takes the keys from any
+        # worker that leased them: that worker finds its lease gone when it
+        # comes to write, and discards its results.
         self.lock_keys_waiting = q("""
             SELECT key, hash::pg_catalog.text AS hash FROM {state}
             WHERE key {eq} ANY (%s::{kt}[]) FOR UPDATE""")
+        self.break_leases = q("""
+            UPDATE {state} SET lease = NULL
+            WHERE key {eq} ANY (%s::{kt}[]) AND lease IS NOT NULL""")
+        # A pipelined batch's claim transaction marks the keys it locked as
+        # leased to this connection's token; its write transaction locks them
+        # again (waiting: only a short claim, Live or a rare race holds a
+        # leased row) and writes only the keys still leased to the token.
+        self.take_leases = q("""
+            UPDATE {state} SET lease = %s::pg_catalog.int8 WHERE key {eq} ANY (%s::{kt}[])""")
+        self.relock_leased = q("""
+            SELECT key FROM {state}
+            WHERE key {eq} ANY (%s::{kt}[]) AND lease OPERATOR(pg_catalog.=) %s::pg_catalog.int8
+            FOR UPDATE""")
+        self.release_leases = q("""
+            UPDATE {state} SET lease = NULL
+            WHERE key {eq} ANY (%s::{kt}[]) AND lease OPERATOR(pg_catalog.=) %s::pg_catalog.int8""")
         self.delete_claimed = q("""
             DELETE FROM {backlog} WHERE ctid OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.tid[])""")
+        # The rows a pipelined batch claimed, by tid and xmin (the tids
+        # twice: `ctid = ANY` makes it a TID scan). A row another
+        # transaction holds (a run_pipeline that claimed it and skipped its
+        # leased key) stays: a duplicate backlog row is a no-op later, and
+        # waiting for that transaction could take as long as it runs.
+        self.delete_claimed_versions = q("""
+            DELETE FROM {backlog} WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                SELECT ctid FROM {backlog}
+                WHERE ctid OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.tid[])
+                  AND (ctid::pg_catalog.text OPERATOR(pg_catalog.||) '/'
+                       OPERATOR(pg_catalog.||) xmin::pg_catalog.text)
+                      OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.text[])
+                FOR UPDATE SKIP LOCKED))""")
         # The key list twice: `st.key = ANY (keys)` makes the state table's
         # primary key the way in. A plain join to the unnest was planned, in
         # a run's one transaction (no statistics yet), as a hash join over
         # a seq scan of the whole state table: quadratic in the backlog.
         self.remember_state = q("""
-            UPDATE {state} AS st SET hash = u.h::pg_catalog.uuid, updated_at = pg_catalog.now()
+            UPDATE {state} AS st SET hash = u.h::pg_catalog.uuid, updated_at = pg_catalog.now(),
+                                     lease = NULL
             FROM ROWS FROM (pg_catalog.unnest(%s::{kt}[]), pg_catalog.unnest(%s::pg_catalog.text[])) AS u(k, h)
             WHERE st.key {eq} ANY (%s::{kt}[]) AND st.key {eq} u.k""")
         self.forget_state = q("DELETE FROM {state} WHERE key {eq} ANY (%s::{kt}[])")

@@ -179,20 +179,3 @@ def reconcile(db, pipeline):
                     "SELECT pg_catalog.count(*) AS n FROM enqueued",
                     enqueue=BatchQueries(pipeline).enqueue_drift)
     return db.query(statement)[0]["n"]
-
-
-def run_worker_batch(db, pipeline, model_loader, cursor=None):
-    """One batch for a worker (background or external), which commits after
-    it: returns the keys processed, or -1 when the batch failed (recorded in
-    the error log; the worker backs off). A view source is reconciled when
-    its backlog is empty, so a backfill does not rescan the view per batch.
-    A batch whose every key was handed back (rows held by another open
-    transaction) counts as failed, so the worker backs off instead of
-    claiming them again at once."""
-    if pipeline.source_type in ("view", "volume") and _backlog_empty(db, pipeline):
-        reconcile(db, pipeline)
-    summary = run_pipeline(db, pipeline, model_loader, max_batches=1, progress=False,
-                           reconcile_view=False, cursor=cursor)
-    if summary.error is not None or (summary.busy and not summary.processed):
-        return -1
-    return summary.processed

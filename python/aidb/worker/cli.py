@@ -15,6 +15,7 @@ from .. import __version__
 from .metrics import serve_metrics
 from .progress import attach_progress
 from .settings import env, load_dotenv, parse_duration
+from ..pipeline.pipelined import DEFAULT_BATCHES_IN_FLIGHT, MAX_BATCHES_IN_FLIGHT
 from .worker import Worker, WorkerError
 
 
@@ -36,6 +37,12 @@ def build_parser():
     worker.add_argument("-c", "--concurrency", type=_positive_int,
                         default=env("CONCURRENCY", "1"),
                         help="batches processed at once (default 1)")
+    worker.add_argument("--batches-in-flight", type=_positive_int,
+                        default=env("BATCHES_IN_FLIGHT", str(DEFAULT_BATCHES_IN_FLIGHT)),
+                        help="batches per slot and pipeline waiting for the model while the "
+                             f"oldest is written: hides model latency (default "
+                             f"{DEFAULT_BATCHES_IN_FLIGHT}, at most {MAX_BATCHES_IN_FLIGHT}; "
+                             "1: one batch at a time)")
     worker.add_argument("--once", action="store_true",
                         default=env("ONCE", "").lower() in ("1", "true", "yes", "on"),
                         help="drain what is pending and exit; nonzero exit status on errors")
@@ -71,8 +78,12 @@ def main(argv=None):
         parser.error("no database: pass -d/--db-url or set AIDB_WORKER_DB_URL")
     pipelines = args.pipelines or [name.strip() for name in (env("PIPELINE") or "").split(",")
                                    if name.strip()]
+    if args.batches_in_flight > MAX_BATCHES_IN_FLIGHT:
+        parser.error(f"--batches-in-flight: at most {MAX_BATCHES_IN_FLIGHT}, "
+                     f"not {args.batches_in_flight}")
     worker = Worker(args.db_url, pipelines=pipelines, poll_interval=args.poll_interval,
-                    concurrency=args.concurrency, once=args.once)
+                    concurrency=args.concurrency, once=args.once,
+                    batches_in_flight=args.batches_in_flight)
     if args.metrics_port:
         serve_metrics(worker.stats, args.metrics_port, args.metrics_host)
     display = attach_progress(worker.stats) if sys.stderr.isatty() else None

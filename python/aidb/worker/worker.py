@@ -1,10 +1,12 @@
 """aidb.Worker: drains Background pipelines from outside PostgreSQL.
 
 Each of `concurrency` threads holds its own connection and loops over the
-pipelines it serves, running one batch per transaction — the very batch the
-in-database workers run (aidb.pipeline.runner.run_worker_batch), so any
-number of external and background workers can share a pipeline: SKIP LOCKED
-and per-key advisory locks keep them off each other's keys. A thread whose
+pipelines it serves, one transaction per step of the pipelined batches the
+in-database workers run too (aidb.pipeline.pipelined): up to
+`batches_in_flight` batches per pipeline wait for the model while the
+oldest is written. Any number of external and background workers can share
+a pipeline: SKIP LOCKED, state-row locks and leases keep them off each
+other's keys. A thread whose
 connection breaks (server restart, terminated backend) reconnects, backing
 off; a batch cut short that way rolls back into the backlog.
 """
@@ -24,9 +26,9 @@ from ..errors import AidbError
 from ..models import ModelCache
 from ..models.store import load_model
 from ..pipeline.definition import load_pipeline
-from ..pipeline.batch import ClaimCursor
+from ..pipeline.pipelined import DEFAULT_BATCHES_IN_FLIGHT, MAX_BATCHES_IN_FLIGHT, \
+    PipelinedWorker, model_thread_pool, run_worker_step
 from ..pipeline.queries import BatchQueries
-from ..pipeline.runner import run_worker_batch
 from ..redact import redact
 from .settings import redact_db_error, redact_url
 from .stats import WorkerStats
@@ -50,9 +52,12 @@ class Worker:
     once=True, until nothing is pending)."""
 
     def __init__(self, db_url, pipelines=None, poll_interval=300.0, concurrency=1, once=False,
-                 stats=None):
+                 stats=None, batches_in_flight=DEFAULT_BATCHES_IN_FLIGHT):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if not 1 <= batches_in_flight <= MAX_BATCHES_IN_FLIGHT:
+            raise ValueError(f"batches_in_flight must be 1 to {MAX_BATCHES_IN_FLIGHT}")
+        self.batches_in_flight = batches_in_flight
         self.db_url = db_url
         self.pipelines = list(pipelines or [])
         self.poll_interval = float(poll_interval)
@@ -70,11 +75,14 @@ class Worker:
         # so -c 8 on two cores would run only 6 batches at once.
         self._slots_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="aidb-slot")
+        # The batches' model work, each slot's up to batches_in_flight at once.
+        self._model_pool = model_thread_pool(self.concurrency * self.batches_in_flight)
         try:
             outcomes = await asyncio.gather(*(self._slot(n) for n in range(self.concurrency)),
                                             return_exceptions=True)
         finally:
             self._slots_pool.shutdown(wait=False)
+            self._model_pool.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(self._heartbeat_stopped)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
@@ -144,19 +152,29 @@ class Worker:
                 self._stop.wait(delay)
 
     def _serve_on(self, db):
-        """Passes over the pipelines, one batch of each that is not backing
+        """Passes over the pipelines, one step of each that is not backing
         off; when a pass does nothing, wait for the poll interval (or the
-        end of the next backoff)."""
+        end of the next backoff). At shutdown, the batches in flight are
+        written first."""
         models = ModelCache()
+        batches = PipelinedWorker(self._model_pool)   # this connection's, with its lease token
         while not self._stop.is_set():
             names = self._pipelines_to_serve(db)
-            did_work = any([self._drain_once(db, models, name) for name in names
+            # A pipeline no longer served (deleted, not Background) gets its
+            # batches in flight written (or released), not kept leased.
+            stale = [n for n in batches.names_in_flight() if n not in names]
+            did_work = any([self._drain_once(db, models, batches, name, claim=name not in stale)
+                            for name in names + stale
                             if self._backoff.ready(name) and not self._stop.is_set()])
             self._heartbeat(db, names)
             if self.once and not did_work:
                 break
             if not did_work:
                 self._stop.wait(self._backoff.wait(self.poll_interval))
+        for name in batches.names_in_flight():
+            while name in batches.names_in_flight() and self._drain_once(db, models, batches, name,
+                                                                         claim=False):
+                pass
 
     def _pipelines_to_serve(self, db):
         """Background pipelines (or the named ones); new ones are picked up."""
@@ -166,30 +184,46 @@ class Worker:
         names = [r["name"] for r in rows]
         return [n for n in names if n in self.pipelines] if self.pipelines else names
 
-    def _drain_once(self, db, models, name):
-        """One batch of one pipeline in its own transaction; True if it did work."""
+    def _drain_once(self, db, models, batches, name, claim=True):
+        """One step of one pipeline in its own transaction (start a batch,
+        write the oldest in flight); True if it did work."""
         pipeline = None
         try:
             with db.connection.transaction():
                 pipeline = load_pipeline(db, name)
-                cursor = db.claim_cursors.setdefault(name, ClaimCursor())
-                processed = run_worker_batch(db, pipeline, lambda m: load_model(db, models, m),
-                                             cursor)
+                processed, did_work = run_worker_step(
+                    db, batches, pipeline, lambda m: load_model(db, models, m),
+                    self.batches_in_flight, claim)
         except AidbError as exc:
+            self._abandon(db, batches, name)
             return self._failed(db, name, pipeline, exc.message)
         except Exception as exc:  # noqa: BLE001 — one pipeline's failure must not stop the worker
             if db.connection.closed:
                 raise _ConnectionLost(f"lost the connection: {_first_line(exc)}") from None
             log.exception("pipeline=%s unexpected error", name)
+            self._abandon(db, batches, name)
             return self._failed(db, name, pipeline, str(exc))
         if processed < 0:
             return self._failed(db, name, pipeline, _last_error(db, pipeline))
         self._backoff.succeeded(name)
-        self.stats.record_batch(name, processed, self._pending(db, pipeline, idle=not processed))
+        if processed or not did_work:
+            self.stats.record_batch(name, processed, self._pending(db, pipeline, idle=not did_work))
         if processed:
             # Flagged: the progress display shows batches as bars instead.
             log.info("pipeline=%s processed=%d", name, processed, extra={"batch": True})
-        return processed > 0
+        return did_work
+
+    def _abandon(self, db, batches, name):
+        """After a step rolled back: release the leases of the pipeline's
+        batches in flight at once (their keys are claimed again), so other
+        workers need not wait out our backoff."""
+        try:
+            with db.connection.transaction():
+                batches.abandon(db, name=name)
+        except Exception:  # noqa: BLE001 — the next step (or our disconnect) releases them
+            if db.connection.closed:
+                raise _ConnectionLost("lost the connection") from None
+            log.debug("pipeline=%s releasing leases failed", name, exc_info=True)
 
     def _failed(self, db, name, pipeline, message):
         delay = self._backoff.failed(name)
