@@ -27,7 +27,8 @@ from tests.support.common import wait_for
 from tests.support.external_worker import run_worker_during, start_cli, stop_cli
 from tests.support.pipeline_checks import (
     MODEL, assert_consistent, create_docs, insert_docs, metrics, pending, pipeline_errors)
-from tests.support.workers import BACKING_OFF, drained, running_worker, set_model_config
+from tests.support.workers import (
+    BACKING_OFF, drained, running_worker, set_batches_in_flight, set_model_config)
 from tests.support.writers import (
     RandomWriter, numbered_docs, random_body, write_while_workers_keep_up)
 
@@ -204,6 +205,17 @@ def test_rate_limit_storm_is_waited_out_without_escalating(conn, fake_model):
     # batch that meets them succeeds at its fifth attempt, so this storm is
     # never even a temporary error of the pipeline.
     set_model_config(conn, MODEL, max_retries=5)
+    # One batch at a time: with several in flight, requests sent before the
+    # first 429 came back would arrive within its Retry-After, as they may.
+    set_batches_in_flight(conn, 1)
+    try:
+        _storm(conn, fake_model)
+    finally:
+        set_batches_in_flight(conn, None)
+
+
+def _storm(conn, fake_model):
+    """The storm of test_rate_limit_storm_is_waited_out_without_escalating."""
     create_docs(conn)
     background_pipeline(conn, batch_size=50)    # (creating it asks the model for its dimensions)
     fake_model.set_fault("http429", count=STORM, retry_after=RETRY_AFTER)

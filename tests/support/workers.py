@@ -79,3 +79,13 @@ def resident_kib(pid, field="VmRSS"):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise ValueError(f"no {field} for process {pid}")
+
+
+def set_batches_in_flight(conn, value):
+    """aidb.worker_batches_in_flight for the whole cluster (None: back to the
+    default); background workers apply it at their next transaction."""
+    if value is None:
+        conn.execute("ALTER SYSTEM RESET aidb.worker_batches_in_flight")
+    else:
+        conn.execute(f"ALTER SYSTEM SET aidb.worker_batches_in_flight = {int(value)}")
+    conn.execute("SELECT pg_reload_conf()")

@@ -70,6 +70,11 @@ class BatchWindow:
     last_step: list = field(default_factory=list)   # batches that step started or wrote
     last_write: float | None = None     # time.monotonic() of the last step that wrote
     unfinished: bool = False    # a step began and did not end: it raised, its transaction is gone
+    # After a failure, one batch at a time until one is written: each step
+    # then claims, waits and writes, so a failing provider fails every step
+    # and the worker's backoff doubles (a step that only claimed would
+    # count as work done and reset it).
+    probing: bool = False
 
 
 def model_thread_pool(max_workers=MAX_BATCHES_IN_FLIGHT):
@@ -117,6 +122,7 @@ class PipelinedWorker:
         window.unfinished = True
         if self.token is None:
             self.token = hold_new_token(db)
+        size = 1 if window.probing else size
         started, wrote, result, short_claim = False, False, BatchResult(), False
         try:
             if claim and len(window.batches) < size:
@@ -129,9 +135,11 @@ class PipelinedWorker:
             self._release(db, window, list(window.batches) + window.last_step)
             window.batches.clear()
             _record_failure(db, pipeline, getattr(exc, "cause", exc))
-            window.last_step, window.unfinished = [], False
+            window.last_step, window.unfinished, window.probing = [], False, True
             return -1, True
         self._finish_step(db, pipeline, window, result, short_claim)
+        if wrote and result.processed:
+            window.probing = False
         if wrote and result.busy and not result.processed:
             # Every key handed back (rows held by another open transaction):
             # back off instead of claiming them again at once.
@@ -149,7 +157,8 @@ class PipelinedWorker:
         for pid, window in list(self.windows.items()):
             if (pipeline_id is None or pid == pipeline_id) and (name is None or window.name == name):
                 self._release(db, window, list(window.batches) + window.last_step)
-                self.windows[pid] = BatchWindow(cursor=window.cursor)
+                self.windows[pid] = BatchWindow(name=window.name, cursor=window.cursor,
+                                                probing=True)
 
     # --- claim ------------------------------------------------------------------------
 
@@ -231,6 +240,7 @@ class PipelinedWorker:
         if rolled_back:
             self._release(db, window, list(window.batches) + window.last_step)
             window.batches.clear()
+            window.probing = True
         window.last_xid, window.last_step, window.unfinished = None, [], False
 
     def _release(self, db, window, batches):
