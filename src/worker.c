@@ -2,8 +2,10 @@
  * worker.c — one background worker per Background pipeline.
  *
  * It connects to the pipeline's database as the pipeline's owner and loops:
- * run one batch of the Python engine (aidb._run_batch) in its own
- * transaction; after a failure roll back, record it, back off and go on;
+ * run one step of the Python engine's pipelined batches (aidb._run_batch:
+ * start a batch, write the oldest in flight) in its own transaction; after
+ * a failure roll back, record it (which releases the leases of the batches
+ * in flight), back off and go on;
  * when there is nothing to do, sleep on its latch for
  * background_sync_interval — a commit that adds to its backlog sets that
  * latch, so changes are picked up at once.

@@ -144,7 +144,8 @@ if "aidb" not in GD: plpy.execute("SELECT aidb._engine_init()")
 return GD["aidb"].run_batch_for_worker(pipeline_id)
 $$;
 COMMENT ON FUNCTION aidb._run_batch(integer) IS
-    'One batch for a worker: returns keys processed, or -1 if the pipeline is failing.';
+    'One step of a background worker''s pipelined batches (start one, write the oldest): '
+    'returns keys written (1 if it only started one), 0 when idle, -1 if the pipeline is failing.';
 
 CREATE FUNCTION aidb.retry_pipeline_errors(name text) RETURNS bigint
     LANGUAGE plpgsql

@@ -13,7 +13,9 @@
      holding only aidb's own row locks);
   6. write the destination through the owner's function, then the hashes.
 
-A crash anywhere rolls all of it back into the backlog. A key that the model
+Workers split a batch in two transactions (pipelined.py: claim_keys and
+read_changes, then prepare_work in a thread, then write_changes); run_pipeline
+and Live run it in one. A crash anywhere rolls all of it back into the backlog. A key that the model
 rejects is recorded in the error log and skipped; provider outages and
 configuration errors raise (the runner rolls the batch back and records them).
 """

@@ -166,9 +166,7 @@ class PipelinedWorker:
         """Claim, lease and read a batch, and submit its model work: (whether a
         batch started, whether the claim came back short)."""
         queries = BatchQueries(pipeline)
-        claimed, stored = claim_keys(db, queries, pipeline, window.cursor, lock_rows=False)
-        if not claimed and window.cursor.rewind():
-            claimed, stored = claim_keys(db, queries, pipeline, window.cursor, lock_rows=False)
+        claimed, stored = self._claim_free_keys(db, queries, pipeline, window.cursor)
         short = len(claimed) < pipeline.batch_size
         if not stored:
             return False, short
@@ -184,6 +182,24 @@ class PipelinedWorker:
         window.batches.append(batch)
         window.last_step.append(batch)
         return True, short
+
+    @staticmethod
+    def _claim_free_keys(db, queries, pipeline, cursor):
+        """(claimed rows, {key: stored hash}) of the first rows after `cursor`
+        whose keys nobody holds: rows of held keys (another worker's batches
+        in flight, read at the same moment by claims that lock no backlog
+        row) are passed over, so workers that start together spread out
+        instead of leaving the claim empty-handed. Once at the end of the
+        backlog, it starts again from the first page, once."""
+        rewound = False
+        while True:
+            claimed, stored = claim_keys(db, queries, pipeline, cursor, lock_rows=False)
+            if stored:
+                return claimed, stored
+            if not claimed:
+                if rewound or not cursor.rewind():
+                    return [], {}
+                rewound = True
 
     # --- write ------------------------------------------------------------------------
 

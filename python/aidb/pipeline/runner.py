@@ -1,5 +1,6 @@
 """Draining a pipeline's backlog: run_pipeline (all pending work now, in the
-caller's transaction), one batch for a worker, and drift reconciliation.
+caller's transaction) and drift reconciliation. Workers run their batches
+pipelined (pipelined.py), with this module's bookkeeping.
 
 Each batch runs in a savepoint. When the provider is down (after the model
 layer's own retries) or the configuration is broken, the savepoint is rolled
