@@ -42,6 +42,9 @@ from .vector_index import ensure_vector_index
 
 DEFAULT_BATCHES_IN_FLIGHT = 4
 MAX_BATCHES_IN_FLIGHT = 64
+# After submitting a batch's model work: long enough for the pool thread and
+# the model's own request thread to take the GIL in turn and send the request.
+SEND_SECONDS = 0.001
 
 _XACT_ID = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::pg_catalog.text AS xid"
 _XACT_STATUS = "SELECT pg_catalog.pg_xact_status(%s::pg_catalog.xid8) AS status"
@@ -138,6 +141,7 @@ class PipelinedWorker:
             window.last_step, window.unfinished, window.probing = [], False, True
             return -1, True
         self._finish_step(db, pipeline, window, result, short_claim)
+        _let_model_threads_run()     # responses that came in meanwhile are read before the commit
         if wrote and result.processed:
             window.probing = False
         if wrote and result.busy and not result.processed:
@@ -153,12 +157,18 @@ class PipelinedWorker:
     def abandon(self, db, pipeline_id=None, name=None):
         """After a step rolled back: discard the batches in flight (of one
         pipeline, by id or name, or all) and release their leases, in `db`'s
-        transaction."""
+        transaction. The batches are forgotten even if the release fails (a
+        deleted pipeline's state table is gone; otherwise the leases die
+        with the connection at the latest)."""
         for pid, window in list(self.windows.items()):
             if (pipeline_id is None or pid == pipeline_id) and (name is None or window.name == name):
-                self._release(db, window, list(window.batches) + window.last_step)
                 self.windows[pid] = BatchWindow(name=window.name, cursor=window.cursor,
                                                 probing=True)
+                try:
+                    with db.savepoint():
+                        self._release(db, window, list(window.batches) + window.last_step)
+                except Exception:  # noqa: BLE001 — see above
+                    pass
 
     # --- claim ------------------------------------------------------------------------
 
@@ -179,6 +189,7 @@ class PipelinedWorker:
                 rows[row["key"]].append(f'{row["tid"]}/{row["xmin"]}')
         batch = InFlight(queries=queries, rows=rows, changes=changes,
                          future=self.pool.submit(prepare_work(pipeline, changes, model_loader)))
+        _let_model_threads_run(SEND_SECONDS)     # the request goes out now, not at our next wait
         window.batches.append(batch)
         window.last_step.append(batch)
         return True, short
@@ -292,6 +303,14 @@ def _record_failure(db, pipeline, exc):
     else:
         error_log.record_pipeline_error(db, pipeline.id, "source", PIPELINE_PERMANENT, exc.message)
     runner._save_stats(db, pipeline, runner.RunSummary(error=exc, seconds=0.001), wait=False)
+
+
+def _let_model_threads_run(seconds=0.0):
+    """Hand the GIL to the model threads for a moment. Inside PostgreSQL,
+    PL/Python holds it whenever the backend runs C (SPI, commit): threads
+    that have a request to send or a response to read progress only when
+    this thread runs Python, sleeps or waits. A sleep releases it."""
+    time.sleep(seconds)
 
 
 def _wait(db, future):
