@@ -24,8 +24,11 @@ from tests.support.background import (
     background_pipeline, destination_count, fill_docs, wait_drained, wait_for_cluster)
 from tests.support.common import wait_for
 from tests.support.external_worker import start_cli, stop_cli
-from tests.support.pipeline_checks import assert_consistent, create_pipeline, pending
+from tests.support.pipeline_checks import (
+    assert_consistent, create_docs, create_pipeline, destination_keys, pending,
+    run_pipeline)
 from tests.support.workers import connection_lost, running_worker, set_batches_in_flight
+from tests.support.writers import numbered_docs
 
 pytestmark = [pytest.mark.workers, pytest.mark.model_settings(max_retries=1, timeout=5)]
 
@@ -63,11 +66,32 @@ def keys_written(conn):
     return conn.execute("SELECT count(DISTINCT key) FROM public.writes").fetchone()[0]
 
 
+def state_table(conn, name="p"):
+    return conn.execute("SELECT format('aidb.%%I', '_state_' || id) FROM aidb.pipeline_registry "
+                        "WHERE name = %s", (name,)).fetchone()[0]
+
+
 def leases_left(conn, name="p"):
     """State rows that still name a lease holder."""
-    state = conn.execute("SELECT format('aidb.%%I', '_state_' || id) FROM aidb.pipeline_registry "
-                         "WHERE name = %s", (name,)).fetchone()[0]
-    return conn.execute(f"SELECT count(*) FROM {state} WHERE lease IS NOT NULL").fetchone()[0]
+    return conn.execute(f"SELECT count(*) FROM {state_table(conn, name)} "
+                        "WHERE lease IS NOT NULL").fetchone()[0]
+
+
+def leased_keys(conn, name="p"):
+    return {key for (key,) in conn.execute(f"SELECT key FROM {state_table(conn, name)} "
+                                           "WHERE lease IS NOT NULL")}
+
+
+def forge_live_lease(conn, holder, keys, name="p"):
+    """Lease `keys` to a token whose advisory lock `holder`'s session holds,
+    as a worker connection would (leases.py)."""
+    high, low = 12345, 6789
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", (high, low))
+    state = state_table(conn, name)
+    conn.execute(f"INSERT INTO {state} (key) SELECT unnest(%s::int[]) ON CONFLICT DO NOTHING",
+                 (list(keys),))
+    conn.execute(f"UPDATE {state} SET lease = %s WHERE key = ANY(%s)",
+                 ((high << 32) | low, list(keys)))
 
 
 def external_backends(conn):
@@ -107,6 +131,74 @@ def test_external_worker_keeps_batches_in_flight_up_to_its_setting(cluster, dbna
         assert 1 < peak <= setting, f"{peak} requests in flight at once with {setting} batches"
     assert assert_consistent(conn) == 80
     assert leases_left(conn) == 0
+
+
+# --- leases: live ones are respected, dead ones taken over at once, Live breaks them --------------
+
+def test_run_pipeline_skips_keys_a_live_holder_leased_and_takes_them_once_it_is_gone(
+        conn, connect, fake_model):
+    create_docs(conn, numbered_docs(range(1, 21)))
+    create_pipeline(conn)                   # Disabled: the backlog holds all 20 keys
+    holder = connect()
+    forge_live_lease(conn, holder, range(1, 6))
+    run_pipeline(conn)
+    assert destination_keys(conn) == set(range(6, 21))
+    assert pending(conn) == 5 and leased_keys(conn) == set(range(1, 6))
+    holder.close()                          # the holder's session ends, and its lock with it
+    wait_for(lambda: not conn.execute("SELECT FROM pg_locks WHERE locktype = 'advisory'")
+             .fetchall(), message="the holder's advisory lock to go")
+    run_pipeline(conn)                      # no timeout to wait for
+    assert assert_consistent(conn) == 20
+    assert pending(conn) == 0 and leases_left(conn) == 0
+
+
+def test_live_breaks_a_lease_and_writes_the_change(conn, connect, fake_model):
+    create_docs(conn, numbered_docs(range(1, 4)))
+    create_pipeline(conn, auto_processing="Live")
+    log_destination_writes(conn)
+    holder = connect()
+    forge_live_lease(conn, holder, [2])
+    conn.execute("UPDATE docs SET body = 'changed while leased' WHERE id = 2")
+    assert leases_left(conn) == 0
+    assert conn.execute("SELECT value FROM public.writes WHERE key = 2").fetchall() == \
+        [("changed while leased",)]
+
+
+def test_a_worker_drops_the_results_of_keys_whose_lease_live_broke(cluster, dbname, conn,
+                                                                   fake_model):
+    create_docs(conn, numbered_docs(range(1, 61)))
+    create_pipeline(conn, batch_size=5)     # Disabled: an external worker named to serve it
+    log_destination_writes(conn)
+    fake_model.set_latency(2000)            # the batches stay in flight for seconds
+    worker = aidb.Worker(cluster.dsn(dbname), pipelines=["p"], poll_interval=1,
+                         batches_in_flight=3)
+
+    def changed_under_the_worker():
+        leased = wait_for(lambda: leased_keys(conn), message="batches in flight")
+        conn.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Live')")
+        conn.execute("UPDATE docs SET body = 'live ' || id WHERE id = ANY(%s)", (list(leased),))
+        fake_model.set_latency(0)
+        wait_for(lambda: pending(conn) == 0, timeout=60, message="the backlog to drain")
+        return leased
+    leased = _run_worker_while(worker, changed_under_the_worker)
+    assert leased and leases_left(conn) == 0
+    assert assert_consistent(conn) == 60
+    # The worker's results for those keys (their old bodies) were never written.
+    assert conn.execute("SELECT key, value FROM public.writes WHERE key = ANY(%s) "
+                        "AND value NOT LIKE 'live %%'", (list(leased),)).fetchall() == []
+    assert contents_written_twice(conn) == []
+
+
+def _run_worker_while(worker, action):
+    """action()'s result, run while `worker` serves (then shut down gracefully)."""
+    async def both():
+        task = asyncio.create_task(worker.run())
+        try:
+            return await asyncio.to_thread(action)
+        finally:
+            await worker.request_graceful_shutdown()
+            assert await task == 0
+    return asyncio.run(both())
 
 
 # --- killed with batches in flight: nothing lost, nothing written twice ------------------------
