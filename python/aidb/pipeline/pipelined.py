@@ -180,15 +180,17 @@ class PipelinedWorker:
         short = len(claimed) < pipeline.batch_size
         if not stored:
             return False, short
-        # Read before leasing: a busy source raises with nothing leased yet.
+        # Read the source and load the model before leasing: a busy source or
+        # a model that cannot be used (a refused host, say) raises, and the
+        # step's failure handling commits, with nothing of this batch leased.
         changes = read_changes(db, pipeline, stored)
+        work = prepare_work(pipeline, changes, model_loader)
         db.execute(queries.take_leases, self.token, list(stored))
         rows = {key: [] for key in stored}
         for row in claimed:
             if row["key"] in rows:
                 rows[row["key"]].append(f'{row["tid"]}/{row["xmin"]}')
-        batch = InFlight(queries=queries, rows=rows, changes=changes,
-                         future=self.pool.submit(prepare_work(pipeline, changes, model_loader)))
+        batch = InFlight(queries=queries, rows=rows, changes=changes, future=self.pool.submit(work))
         _let_model_threads_run(SEND_SECONDS)     # the request goes out now, not at our next wait
         window.batches.append(batch)
         window.last_step.append(batch)
