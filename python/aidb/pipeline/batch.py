@@ -89,12 +89,12 @@ def run_batch(db, pipeline, model_loader, cursor, wait_for_source=False):
     return result
 
 
-def claim_keys(db, queries, pipeline, cursor, lock_rows=True):
+def claim_keys(db, queries, pipeline, cursor, pipelined=False):
     """Claim up to batch_size backlog rows after `cursor` (advanced) and lock
     their keys that nobody else holds or leases: (claimed rows (tid, xmin,
-    key), {key: stored hash} of the locked keys). `lock_rows=False`: the
-    rows are read, not locked (a pipelined worker's claim)."""
-    statement = queries.claim if lock_rows else queries.peek
+    key), {key: stored hash} of the locked keys). `pipelined`: a pipelined
+    worker's claim, which passes over rows of leased keys."""
+    statement = queries.claim_unleased if pipelined else queries.claim
     claimed = [dict(row, key=canonical_key(row["key"]))
                for row in db.query(statement, cursor.tid, pipeline.batch_size)]
     if not claimed:

@@ -199,14 +199,14 @@ class PipelinedWorker:
     @staticmethod
     def _claim_free_keys(db, queries, pipeline, cursor):
         """(claimed rows, {key: stored hash}) of the first rows after `cursor`
-        whose keys nobody holds: rows of held keys (another worker's batches
-        in flight, read at the same moment by claims that lock no backlog
-        row) are passed over, so workers that start together spread out
-        instead of leaving the claim empty-handed. Once at the end of the
+        whose keys nobody holds: rows of held keys (a key locked by another
+        claim, or leased by a batch in flight) are passed over, so that a
+        claim that meets them goes on to later rows instead of coming back
+        empty-handed. Once at the end of the
         backlog, it starts again from the first page, once."""
         rewound = False
         while True:
-            claimed, stored = claim_keys(db, queries, pipeline, cursor, lock_rows=False)
+            claimed, stored = claim_keys(db, queries, pipeline, cursor, pipelined=True)
             if stored:
                 return claimed, stored
             if not claimed:

@@ -37,15 +37,23 @@ class BatchQueries:
             SELECT ctid::pg_catalog.text AS tid, xmin::pg_catalog.text AS xmin, key FROM {backlog}
             WHERE ctid OPERATOR(pg_catalog.>) %s::pg_catalog.tid
             LIMIT %s FOR UPDATE SKIP LOCKED""")
-        # A pipelined worker's claim reads the rows without locking them: it
-        # deletes them in a later transaction, and a row lock taken now would
-        # only make other workers' claims — which hold theirs while they wait
-        # for the model — keep it from doing so. Whose a row is, is decided by
-        # the key's state row (locked, then leased), not by the backlog row.
-        self.peek = q("""
-            SELECT ctid::pg_catalog.text AS tid, xmin::pg_catalog.text AS xmin, key FROM {backlog}
-            WHERE ctid OPERATOR(pg_catalog.>) %s::pg_catalog.tid
-            LIMIT %s""")
+        # A pipelined worker's claim locks its rows too (SKIP LOCKED: workers
+        # claiming at the same moment take different rows, and so different
+        # keys, instead of all reading the head of the backlog and queueing on
+        # each other's new state rows), but passes over rows whose key a live
+        # worker has leased: those are another batch in flight, whose rows its
+        # owner deletes when it writes, and a lock on them held through this
+        # step (which may wait for the model) would make that delete skip
+        # them. The lease is looked up per row through the state's primary
+        # key (a subplan, never a join over the whole state table).
+        self.claim_unleased = q("""
+            SELECT b.ctid::pg_catalog.text AS tid, b.xmin::pg_catalog.text AS xmin, b.key
+            FROM {backlog} AS b
+            WHERE b.ctid OPERATOR(pg_catalog.>) %s::pg_catalog.tid
+              AND NOT COALESCE(
+                    (SELECT s.lease OPERATOR(pg_catalog.=) ANY ({live})
+                     FROM {state} AS s WHERE s.key {eq} b.key), false)
+            LIMIT %s FOR UPDATE OF b SKIP LOCKED""")
         # A key's lock is the row lock on its state row: row locks live in the
         # tuples, so a run holds any number of them without touching the lock
         # table. New keys get their row first (a NULL hash: nothing built yet);
