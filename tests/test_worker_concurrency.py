@@ -4,7 +4,9 @@ queue behind each other on the pipeline's statistics row."""
 import asyncio
 import threading
 
-from tests.support.common import TEST_API_KEY, wait_for
+import psycopg
+
+from tests.support.common import TEST_API_KEY, scratch_database, wait_for
 from tests.support.pipeline_checks import (
     assert_consistent, create_docs, create_fake_model, create_pipeline, insert_docs)
 
@@ -63,3 +65,32 @@ def test_a_locked_stats_row_delays_no_batch(cluster, dbname, conn, connect, mode
     worker = aidb.Worker(cluster.dsn(dbname), pipelines=["p"], once=True)
     assert asyncio.run(worker.run()) == 0
     wait_for(lambda: stats_keys(conn) == counted + 11, message="the carried counts")
+
+
+def test_counts_carried_for_one_database_are_not_written_to_another(cluster, dbname, conn,
+                                                                    connect, model_server):
+    """Pipelines of different databases share ids (each registry counts from
+    1): counts a worker could not write in one are never added in the other."""
+    with scratch_database(cluster, "t_", template="aidb_template") as other_name:
+        with psycopg.connect(cluster.dsn(other_name), autocommit=True) as other:
+            for database in (conn, other):
+                create_fake_model(database, model_server.url, TEST_API_KEY)
+                create_docs(database, [(n, f"document {n}") for n in range(1, 6)])
+                create_pipeline(database, batch_size=5)
+                database.execute("SELECT aidb.run_pipeline('p')")
+            assert pipeline_ids(conn) == pipeline_ids(other)
+            holder = connect()
+            with holder.transaction():
+                holder.execute("SELECT * FROM aidb.pipeline_run_stats FOR UPDATE")
+                insert_docs(conn, [(n, f"new {n}") for n in range(6, 11)])
+                worker = aidb.Worker(cluster.dsn(dbname), pipelines=["p"], once=True)
+                assert asyncio.run(worker.run()) == 0       # 5 keys counted, not written
+            insert_docs(other, [(11, "eleven")])
+            worker = aidb.Worker(cluster.dsn(other_name), pipelines=["p"], once=True)
+            assert asyncio.run(worker.run()) == 0
+            wait_for(lambda: stats_keys(other) == 6, message="the other database's own counts")
+            assert stats_keys(other) == 6
+
+
+def pipeline_ids(database):
+    return database.execute("SELECT id FROM aidb.pipeline_registry ORDER BY id").fetchall()

@@ -44,6 +44,12 @@ class Database:
     def notice(self, message):
         """Tell the user something (a NOTICE inside PostgreSQL)."""
 
+    @property
+    def database_identity(self):
+        """What tells this connection's database from others this process
+        serves (None inside PostgreSQL: a backend serves one database)."""
+        return None
+
     def sleep(self, seconds):
         """Wait, in a way the database can interrupt (query cancel)."""
         raise NotImplementedError

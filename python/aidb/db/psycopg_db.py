@@ -28,6 +28,13 @@ class PsycopgDatabase(Database):
     def savepoint(self):
         return self.connection.transaction()
 
+    @property
+    def database_identity(self):
+        # One process may serve several databases (aidb.Worker objects of
+        # different DSNs; a test run), whose pipelines have the same ids.
+        info = self.connection.info
+        return (info.host, info.port, info.dbname)
+
     def in_rolled_back_savepoint(self, function):
         """function()'s result, computed in a savepoint that is then rolled
         back: locks it took (a source's) are released at once."""

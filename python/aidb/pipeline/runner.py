@@ -150,22 +150,23 @@ _SAVE_STATS_IF_FREE = """
         RETURNING 1)
     SELECT EXISTS (SELECT FROM updated) OR EXISTS (SELECT FROM inserted) AS saved"""
 
-_unsaved_keys = collections.Counter()      # per pipeline id: counts not written yet
+_unsaved_keys = collections.Counter()      # per (database, pipeline id): counts not written yet
 _unsaved_lock = threading.Lock()           # external workers run slots in threads
 
 
 def _save_stats(db, pipeline, summary, wait=True):
     """Add the run's figures to aidb.pipeline_run_stats; without `wait`
     (workers), only if no other transaction holds the row right now."""
+    unsaved = (db.database_identity, pipeline.id)
     with _unsaved_lock:
-        processed = summary.processed + _unsaved_keys.pop(pipeline.id, 0)
+        processed = summary.processed + _unsaved_keys.pop(unsaved, 0)
     values = (pipeline.id, processed, summary.rate,
               summary.error.message if summary.error else None)
     if wait:
         db.execute(_SAVE_STATS, *values)
     elif not db.query(_SAVE_STATS_IF_FREE, *values, *values, pipeline.id)[0]["saved"]:
         with _unsaved_lock:
-            _unsaved_keys[pipeline.id] += processed
+            _unsaved_keys[unsaved] += processed
 
 
 def reconcile(db, pipeline):
