@@ -332,6 +332,13 @@ def test_two_external_workers_and_a_background_worker_share_a_pipeline(
             assert metrics(conn)["external workers"] == 2
             writes.result(timeout=CLI_TIMEOUT)      # and the writer's failure, if any
         wait_drained(conn)
+        # A burst that outlasts a poll: the external workers poll every second
+        # while the background worker is woken at each commit, so a backlog
+        # that all three cannot drain in under a second (80 keys in flight at
+        # 200 ms each: at most 400 keys/s) gives each external worker a claim.
+        fake_model.set_latency(200)
+        insert_docs(conn, numbered_docs(range(1001, 2001), prefix="burst"))
+        wait_drained(conn)
     try:
         status, _ = asyncio.run(run_worker_during(worker, write_and_watch))
     finally:
