@@ -319,6 +319,18 @@ def test_dropped_connections_are_retried(shared_conn, model_server, provider):
     assert answers(model_server) == [("drop", None), (None, 200)]
 
 
+@pytest.mark.parametrize("provider", ["openai_embeddings", "ollama_embeddings"])
+def test_answers_without_embeddings_are_retried_then_named(shared_conn, model_server, provider):
+    create_remote_model(shared_conn, model_server, provider, max_retries=1)
+    model_server.set_fault("bad200", count=1)
+    assert_fake_vectors([encode(shared_conn, "emb", "once")], ["once"])
+    assert answers(model_server) == [("bad200", 200), (None, 200)]
+    model_server.set_fault("bad200")
+    text = error_text(encode_error(shared_conn, "emb"))
+    assert "gave up after 2 attempts: the answer (HTTP 200, " in text
+    assert "holds no" in text and "proxy_page" not in text
+
+
 def test_rate_limit_waits_for_retry_after(shared_conn, model_server):
     create_openai_model(shared_conn, model_server)
     model_server.set_fault("http429", count=1, retry_after=1)

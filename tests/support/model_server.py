@@ -13,7 +13,7 @@ Endpoints
   POST /api/embeddings       Ollama legacy embeddings (one prompt)
   GET  /_control             fault settings + counters (see _Backend.state)
   POST /_control             change settings at run time, JSON body:
-        {"fault": "none"|"http500"|"http429"|"hang"|"drop",
+        {"fault": "none"|"http500"|"http429"|"hang"|"drop"|"bad200",
          "count": N|null,          # requests to affect, then back to "none"; null = until changed
          "retry_after": seconds,   # 429 only: sent as the Retry-After header (omitted if null)
          "hang_seconds": seconds,  # hang only: how long a request hangs (default 3600)
@@ -33,7 +33,8 @@ Behaviour
   * An input containing "POISON" answers 400 invalid_request_error, so a pipeline
     can be tested with one permanently bad record.
   * Faults apply to API routes only (never to /_control), before authentication.
-    "drop" closes the TCP connection without a response. "hang" holds the request
+    "bad200" answers 200 with an error object instead of the route's result,
+    as a misconfigured proxy can. "drop" closes the TCP connection without a response. "hang" holds the request
     until hang_seconds pass or the fault is changed by /_control (then the request
     is answered normally) or the server stops (then the connection is dropped).
   * Dimensions: the request's "dimensions", else MODEL_DIMS[model] (also tried
@@ -102,7 +103,7 @@ MODEL_DIMS = {
     "mxbai-embed-large": 1024,
     "all-minilm": 384,
 }
-FAULTS = ("none", "http500", "http429", "hang", "drop")
+FAULTS = ("none", "http500", "http429", "hang", "drop", "bad200")
 POISON_MARKER = "POISON"
 DEFAULT_HANG_SECONDS = 3600.0
 RECENT_LIMIT = 50          # requests kept in state()["recent"]
@@ -744,6 +745,8 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.fault == "http429":
             raise ApiError(429, "Rate limit reached for requests", "requests",
                            "rate_limit_exceeded", _retry_after_header(plan.retry_after))
+        if plan.fault == "bad200":
+            raise ApiError(200, "a 200 answer that is not the API's", "proxy_page")
         if plan.fault == "hang":
             wake.wait(plan.hang_seconds)
             if not backend.stopping.is_set():

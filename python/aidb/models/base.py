@@ -189,6 +189,13 @@ class Model:
                           hint="Check the model's credentials; replace them with "
                                "create_model(..., replace_credentials => true).")
 
+    def unusable_answer(self, expected, response):
+        """A 2xx answer without the `expected` part (a proxy's page, a cut
+        body): retried as a 5xx is, since the server, not the input, is
+        wrong; the message gives its size, never its text."""
+        return TransientFailure(f"the answer (HTTP {response.status_code}, "
+                                f"{len(response.content)} bytes) holds no {expected}")
+
     def error(self, cause, **kwargs):
         """A ModelError that names this model and never shows a secret."""
         return ModelError(f'model "{self.name}": {redact(cause)}', **kwargs)

@@ -43,9 +43,12 @@ class OllamaEmbeddings(EmbeddingModel):
         if response.status_code != 200:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise self.http_failure(response.status_code, _error_message(response), retry_after)
-        embeddings = response.json().get("embeddings")
+        try:
+            embeddings = response.json()["embeddings"]
+        except (ValueError, TypeError, KeyError):
+            embeddings = None
         if not isinstance(embeddings, list):
-            raise self.error("the answer of /api/embed has no \"embeddings\" list")
+            raise self.unusable_answer('"embeddings" list', response)
         return embeddings
 
     def close(self):

@@ -44,16 +44,31 @@ class OpenAIEmbeddings(EmbeddingModel):
         if self.config.get("dimensions"):
             extra["dimensions"] = self.config["dimensions"]
         # base64 is what the SDK asks for by default too; asked for by name,
-        # the SDK hands it over undecoded and we skip a list of floats.
+        # the SDK hands it over undecoded and we skip a list of floats. The
+        # raw response skips the SDK's pydantic objects (one per vector):
+        # they were 15 % of an external worker's CPU (docs/benchmarks.md).
         with provider_errors(self):
-            response = self.client.embeddings.create(
+            response = self.client.embeddings.with_raw_response.create(
                 model=self.config["model"], input=texts, encoding_format="base64", **extra)
-        ordered = sorted(response.data, key=lambda item: item.index)
-        return [_vector(item.embedding) for item in ordered]
+            items = _embedding_items(self, response.http_response)
+        ordered = sorted(items, key=lambda item: item["index"])
+        return [_vector(item["embedding"]) for item in ordered]
 
     def close(self):
         super().close()
         self.client.close()
+
+
+def _embedding_items(model, http_response):
+    """The "data" items of an embeddings answer, each with its index."""
+    try:
+        items = http_response.json()["data"]
+        if all(isinstance(item["index"], int) and isinstance(item["embedding"], (str, list))
+               for item in items):
+            return items
+    except (ValueError, TypeError, KeyError):
+        pass
+    raise model.unusable_answer('"data" list of embeddings', http_response)
 
 
 def _vector(embedding):
