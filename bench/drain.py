@@ -99,8 +99,8 @@ class Drain:
         with self._database(dbname) as conn:
             destination = self._aidb_source(conn)
             started = db_clock(conn)
-            run_checked(aidb_worker_command(self.cluster.dsn(dbname), "p"), timeout=DRAIN_TIMEOUT,
-                        log_path=self._log(dbname))
+            run_checked(self.worker_command(aidb_worker_command(self.cluster.dsn(dbname), "p")),
+                        timeout=DRAIN_TIMEOUT, log_path=self._log(dbname))
             return self._result(conn, destination, "source_key", started)
 
     def pgai(self, dbname):
@@ -110,11 +110,15 @@ class Drain:
             pgai_vectorizer(conn, self.server.url, self.dims, batch_size=self.batch)
             conn.execute("CHECKPOINT")
             started = db_clock(conn)
-            run_checked(pgai_worker_command(self.cluster.dsn(dbname)), env=pgai_env(), timeout=DRAIN_TIMEOUT,
-                        log_path=self._log(dbname))
+            run_checked(self.worker_command(pgai_worker_command(self.cluster.dsn(dbname))),
+                        env=pgai_env(), timeout=DRAIN_TIMEOUT, log_path=self._log(dbname))
             if pgai_errors(conn):
                 raise RuntimeError("pgai recorded errors in ai.vectorizer_errors")
             return self._result(conn, PGAI_DESTINATION, "id", started)
+
+    def worker_command(self, command):
+        """How a worker process is started (profile_drain.py runs it under py-spy)."""
+        return command
 
     @contextlib.contextmanager
     def _database(self, dbname):

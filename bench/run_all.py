@@ -34,7 +34,7 @@ from common import (RESULTS_DIR, ROOT, SETTINGS_ENV, WORKER_ARGS_ENV, machine_in
 from goals import goal_rows, goals_markdown
 
 BENCHMARKS = ("drain", "write_overhead", "local_pipeline", "freshness", "scale", "scale_out",
-              "retrieve", "backlog_size")
+              "retrieve", "backlog_size", "profile_drain")
 
 
 def main():

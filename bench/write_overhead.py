@@ -15,7 +15,12 @@ configuration gets a fresh database of one throwaway cluster:
 - aidb Background: the same pipeline with its background worker embedding
   meanwhile (test server, no latency, answers cached): on 2 cores the worker
   competes with the writers for CPU;
-- pgai: a vectorizer (its trigger and queue), its worker not running.
+- pgai: a vectorizer (its trigger and queue), its worker not running;
+- floor: no trigger; each statement also writes its keys into an unindexed
+  table of the backlog's shape, in the same statement (a data-modifying
+  WITH). It is the least any capture that keeps keys in a table must add:
+  one row and its WAL per key. aidb's ratio next to it shows what capture
+  costs beyond that row.
 
 Measured in each: pgbench single-row UPDATEs (a random row gets another
 text) and single-row INSERTs, --clients clients for --seconds each (TPS),
@@ -51,7 +56,8 @@ DIMS = 1536
 PGBENCH = "pgbench"
 CONFIGS = {"none": "no pipeline", "aidb_disabled": "aidb (Disabled: capture only)",
            "aidb_background": "aidb (Background worker running)",
-           "pgai": "pgai (trigger, no worker)"}
+           "pgai": "pgai (trigger, no worker)",
+           "floor": "floor (the keys written by the statement itself)"}
 SCRIPTS = {
     "update": "\\set id random(1, {rows})\n\\set k random(1, {pool})\n"
               "UPDATE docs SET body = (SELECT body FROM pool WHERE k = :k) WHERE id = :id;\n",
@@ -60,6 +66,16 @@ SCRIPTS = {
 }
 BULK_SQL = ("INSERT INTO docs (body) SELECT p.body FROM generate_series(1, %s) g "
             "JOIN pool p ON p.k = 1 + g %% {pool}").format(pool=POOL)
+# The floor's statements: the same writes, and their keys into changed_keys.
+FLOOR_SCRIPTS = {
+    "update": "\\set id random(1, {rows})\n\\set k random(1, {pool})\n"
+              "WITH changed AS (UPDATE docs SET body = (SELECT body FROM pool WHERE k = :k) "
+              "WHERE id = :id RETURNING id) INSERT INTO changed_keys (key) SELECT id FROM changed;\n",
+    "insert": "\\set k random(1, {pool})\n"
+              "WITH added AS (INSERT INTO docs (body) SELECT body FROM pool WHERE k = :k "
+              "RETURNING id) INSERT INTO changed_keys (key) SELECT id FROM added;\n",
+}
+FLOOR_BULK_SQL = f"WITH added AS ({BULK_SQL} RETURNING id) INSERT INTO changed_keys (key) SELECT id FROM added"
 
 
 def run(quick=False, seconds=None, clients=4, bulk_rows=None, rows=None, repeat=None):
@@ -101,10 +117,11 @@ class WriteBench:
         self.cluster, self.server, self.texts, self.scratch = cluster, server, texts, scratch
         self.seconds, self.clients, self.rows, self.bulk_rows = seconds, clients, rows, bulk_rows
         self.scripts = {}
-        for name, template in SCRIPTS.items():
-            self.scripts[name] = os.path.join(scratch, f"{name}.sql")
-            with open(self.scripts[name], "w") as f:
-                f.write(template.format(rows=rows, pool=POOL))
+        for kind, templates in (("", SCRIPTS), ("floor_", FLOOR_SCRIPTS)):
+            for name, template in templates.items():
+                self.scripts[kind + name] = os.path.join(scratch, f"{kind}{name}.sql")
+                with open(self.scripts[kind + name], "w") as f:
+                    f.write(template.format(rows=rows, pool=POOL))
 
     def measure(self, config, dbname):
         """{update_tps, insert_tps, bulk_rows_per_s} of one configuration."""
@@ -113,9 +130,10 @@ class WriteBench:
                 psycopg.connect(dsn, autocommit=True) as conn:
             self._source(conn)
             destination = self._install(config, conn, dsn, dbname)
-            result = {"update_tps": self._pgbench(conn, dbname, "update"),
-                      "insert_tps": self._pgbench(conn, dbname, "insert")}
-            result["bulk_passes"] = [self._bulk(conn) for _ in range(BULK_PASSES)]
+            floor = config == "floor"
+            result = {"update_tps": self._pgbench(conn, dbname, "update", floor),
+                      "insert_tps": self._pgbench(conn, dbname, "insert", floor)}
+            result["bulk_passes"] = [self._bulk(conn, floor) for _ in range(BULK_PASSES)]
             result["bulk_rows_per_s"] = max(result["bulk_passes"])
             # Evidence that a Background worker really embedded meanwhile.
             if destination:
@@ -142,19 +160,23 @@ class WriteBench:
             pgai_install(dsn, os.path.join(self.scratch, f"{dbname}.log"))
             pgai_vectorizer(conn, self.server.url, DIMS)
             return PGAI_DESTINATION
+        if config == "floor":       # the backlog's shape (sql/ext/25_pipeline_objects.sql)
+            conn.execute("CREATE TABLE changed_keys (key bigint NOT NULL, "
+                         "queued_at timestamptz NOT NULL DEFAULT now())")
         return None
 
-    def _bulk(self, conn):
+    def _bulk(self, conn, floor=False):
         """Rows/s of one INSERT ... SELECT of bulk_rows rows."""
         conn.execute("CHECKPOINT")
         started = time.perf_counter()
-        conn.execute(BULK_SQL, (self.bulk_rows,))
+        conn.execute(FLOOR_BULK_SQL if floor else BULK_SQL, (self.bulk_rows,))
         return round(self.bulk_rows / (time.perf_counter() - started), 1)
 
-    def _pgbench(self, conn, dbname, test):
+    def _pgbench(self, conn, dbname, test, floor=False):
         conn.execute("CHECKPOINT")
+        script = self.scripts[("floor_" if floor else "") + test]
         command = [PGBENCH, "-n", "-c", str(self.clients), "-j", str(min(self.clients, os.cpu_count())),
-                   "-T", str(self.seconds), "-f", self.scripts[test],
+                   "-T", str(self.seconds), "-f", script,
                    "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", dbname]
         result = subprocess.run(command, capture_output=True, text=True)
         match = re.search(r"^tps = ([\d.]+)", result.stdout, re.MULTILINE)
@@ -173,7 +195,7 @@ def _summary(results, ratios):
         unit = "rows/s" if test.startswith("bulk") else "TPS"
         rows.append(summary_row("write overhead", f"{label}, no pipeline ({unit})",
                                 f"{results['none'][test]:.0f}"))
-        for config in ("aidb_disabled", "aidb_background", "pgai"):
+        for config in ("aidb_disabled", "aidb_background", "pgai", "floor"):
             value = ratios[config][test]
             goal, met = "", ""
             if config == "aidb_disabled":
