@@ -22,7 +22,7 @@ from .pipeline.batch import lock_keys, process_keys
 from .pipeline.definition import load_pipeline_by_id
 from .pipeline.distance import operator_symbol
 from .pipeline.guard import check_pipeline_objects
-from .pipeline.queries import BatchQueries
+from .pipeline.queries import batch_queries
 from .pipeline.source import check_owner_can_read, check_runs_as_owner
 from .pgvector import vector_literal
 from .redact import redact
@@ -143,7 +143,7 @@ def create_pipeline(values):
     args = _named_arguments("create_pipeline", values)
     args["steps"] = _steps_from_args(args)
     pipeline = pipeline_manage.create_pipeline(db, args, model_for)
-    pending = db.query(BatchQueries(pipeline).pending_keys)[0]["n"]
+    pending = db.query(batch_queries(pipeline).pending_keys)[0]["n"]
     if pipeline.auto_processing == "Live":
         _drain(pipeline)
     elif pipeline.auto_processing == "Disabled" and pending:
@@ -198,7 +198,7 @@ def process_live(pipeline_id, keys):
     keys = list(dict.fromkeys(keys or []))
     if not keys:
         return
-    queries = BatchQueries(pipeline)
+    queries = batch_queries(pipeline)
     try:
         stored = lock_keys(db, queries, keys, wait=True)
         process_keys(db, pipeline, stored, model_for, wait_for_source=True)

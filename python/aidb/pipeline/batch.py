@@ -26,7 +26,7 @@ from ..errors import AidbError, ModelError, PIPELINE_TEMPORARY, RECORD_PERMANENT
 from ..models.base import EmbeddingModel
 from ..pgvector import vector_bytes
 from . import error_log, volume_source
-from .queries import BatchQueries, FIRST_TID
+from .queries import FIRST_TID, batch_queries
 from .steps import knowledge_base_of, text_steps_of
 from .steps.errors import RecordError
 from .key_identity import canonical_key
@@ -80,7 +80,7 @@ def _tid_order(tid):
 def run_batch(db, pipeline, model_loader, cursor, wait_for_source=False):
     """Claim, lock and process one batch after `cursor` (advanced);
     `wait_for_source`: the caller holds the source's lock already."""
-    queries = BatchQueries(pipeline)
+    queries = batch_queries(pipeline)
     claimed, stored = claim_keys(db, queries, pipeline, cursor)
     result = BatchResult(claimed=len(claimed))
     if stored:
@@ -149,7 +149,7 @@ class Computed:
 def read_changes(db, pipeline, stored, wait_for_source=False):
     """Read the current content of the locked keys `stored` ({key: stored hash})."""
     keys = list(stored)
-    rows, failures = _read_source(db, pipeline, BatchQueries(pipeline), keys, stored,
+    rows, failures = _read_source(db, pipeline, batch_queries(pipeline), keys, stored,
                                   wait_for_source)
     return Changes(keys=keys, failures=failures,
                    gone=[r["key"] for r in rows if r["data"] is None],
@@ -178,7 +178,7 @@ def prepare_work(pipeline, changes, model_loader):
 def write_changes(db, pipeline, changes, computed):
     """Write a batch's results (its keys locked by this transaction): the
     destination, the hashes, the error log."""
-    queries = BatchQueries(pipeline)
+    queries = batch_queries(pipeline)
     failures = dict(changes.failures)
     failures.update(computed.failures)
     parts, vectors, gone = computed.parts, computed.vectors, changes.gone

@@ -12,7 +12,7 @@ from ..errors import AidbError, InvalidInput, DUPLICATE_OBJECT, INSUFFICIENT_PRI
 from ..privileges import require_aidb_user
 from . import destination, guard, volume_source
 from .definition import load_pipeline, load_pipeline_by_id
-from .queries import BatchQueries
+from .queries import batch_queries
 from .source import resolve_source
 from .steps import knowledge_base_of, validate_steps
 from ..sqltext import sql
@@ -102,7 +102,7 @@ def _capture_existing(db, pipeline):
     if pipeline.source_type == "volume":
         volume_source.scan(db, pipeline)
         return
-    db.execute(BatchQueries(pipeline).enqueue_all)
+    db.execute(batch_queries(pipeline).enqueue_all)
 
 
 def install_objects(db, pipeline, fresh=False):

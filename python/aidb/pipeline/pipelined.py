@@ -36,7 +36,7 @@ from .batch import BatchResult, Changes, ClaimCursor, Computed, SourceBusy, clai
     prepare_work, read_changes, write_changes
 from .key_identity import canonical_key
 from .leases import hold_new_token
-from .queries import BatchQueries
+from .queries import BatchQueries, batch_queries
 from .source import check_owner_can_read
 from .vector_index import ensure_vector_index
 
@@ -175,7 +175,7 @@ class PipelinedWorker:
     def _start_batch(self, db, pipeline, model_loader, window):
         """Claim, lease and read a batch, and submit its model work: (whether a
         batch started, whether the claim came back short)."""
-        queries = BatchQueries(pipeline)
+        queries = batch_queries(pipeline)
         claimed, stored = self._claim_free_keys(db, queries, pipeline, window.cursor)
         short = len(claimed) < pipeline.batch_size
         if not stored:
@@ -223,7 +223,7 @@ class PipelinedWorker:
         batch = window.batches.popleft()
         window.last_step.append(batch)
         computed = _wait(db, batch.future)      # raises the model's error, if any
-        queries = BatchQueries(pipeline)
+        queries = batch_queries(pipeline)
         ours = {canonical_key(row["key"])
                 for row in db.query(queries.relock_leased, batch.keys, self.token)}
         versions = [v for key in batch.keys if key in ours for v in batch.rows[key]]

@@ -14,6 +14,26 @@ from .leases import LIVE_TOKENS
 
 # The smallest tid: claims start there and continue after the last one taken.
 FIRST_TID = "(0,0)"
+_BUILT_LIMIT = 512
+
+
+def batch_queries(pipeline):
+    """The BatchQueries of `pipeline`, built once per pipeline shape: a worker
+    asks for them several times a batch, and composing them each time was
+    5 % of an external worker's Python (bench/profile_drain.py). The key is
+    everything the statements are built from, so a renamed source gets new
+    ones. Read-only once built: threads share them."""
+    shape = (pipeline.id, pipeline.source_type, pipeline.source, pipeline.key_type,
+             pipeline.key_equals)
+    queries = _built.get(shape)
+    if queries is None:
+        if len(_built) >= _BUILT_LIMIT:
+            _built.clear()
+        queries = _built[shape] = BatchQueries(pipeline)
+    return queries
+
+
+_built = {}
 
 
 class BatchQueries:

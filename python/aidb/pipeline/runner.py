@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import AidbError, ModelError, PIPELINE_PERMANENT, PIPELINE_TEMPORARY
 from . import error_log, guard, volume_source
 from .batch import ClaimCursor, SourceBusy, run_batch
-from .queries import BatchQueries
+from .queries import batch_queries
 from .source import check_owner_can_read
 from .vector_index import ensure_vector_index
 from ..sqltext import sql
@@ -60,7 +60,7 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
         reconcile(db, pipeline)
     hold_source = max_batches is None and pipeline.source_type != "volume"
     if hold_source:
-        db.execute(BatchQueries(pipeline).hold_source)
+        db.execute(batch_queries(pipeline).hold_source)
     pending = _pending(db, pipeline) if progress else 0
     cursor = cursor or ClaimCursor()
     batches, last_report, rewound, last_claimed = 0, started, False, None
@@ -102,11 +102,11 @@ def run_pipeline(db, pipeline, model_loader, max_batches=None, progress=True, re
 
 
 def _pending(db, pipeline):
-    return db.query(BatchQueries(pipeline).pending_keys)[0]["n"]
+    return db.query(batch_queries(pipeline).pending_keys)[0]["n"]
 
 
 def _backlog_empty(db, pipeline):
-    return db.query(BatchQueries(pipeline).backlog_empty)[0]["empty"]
+    return db.query(batch_queries(pipeline).backlog_empty)[0]["empty"]
 
 
 def _report(db, pipeline, summary, pending, elapsed):
@@ -179,5 +179,5 @@ def reconcile(db, pipeline):
     check_owner_can_read(db, pipeline)
     statement = sql("WITH enqueued AS ({enqueue} RETURNING 1) "
                     "SELECT pg_catalog.count(*) AS n FROM enqueued",
-                    enqueue=BatchQueries(pipeline).enqueue_drift)
+                    enqueue=batch_queries(pipeline).enqueue_drift)
     return db.query(statement)[0]["n"]

@@ -28,7 +28,7 @@ from ..models.store import load_model
 from ..pipeline.definition import load_pipeline
 from ..pipeline.pipelined import DEFAULT_BATCHES_IN_FLIGHT, MAX_BATCHES_IN_FLIGHT, \
     PipelinedWorker, model_thread_pool, run_worker_step
-from ..pipeline.queries import BatchQueries
+from ..pipeline.queries import batch_queries
 from ..redact import redact
 from .settings import redact_db_error, redact_url
 from .stats import WorkerStats
@@ -238,7 +238,7 @@ class Worker:
         if not self.stats.pending_due(pipeline.name, idle):
             return None
         try:
-            return _checked(db, BatchQueries(pipeline).pending_keys)[0]["n"]
+            return _checked(db, batch_queries(pipeline).pending_keys)[0]["n"]
         except _ConnectionLost:
             raise
         except Exception:  # noqa: BLE001 — e.g. the pipeline was deleted just now
