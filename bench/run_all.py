@@ -9,9 +9,10 @@
         [--worker-arg ARG ...] [--guc NAME=VALUE ...]
 
 (<UTC date>-quick.* with --quick, so that a smoke run never replaces the
-figures of a full one.) The summary starts with issue #16's table: every
-ratio it sets a goal for, next to the goal, met or not (bench/goals.py);
-then every benchmark's own lines.
+figures of a full one; a later run on a day that has results adds -<HHMM>.)
+The summary starts with issue #16's table: every ratio it sets a goal for,
+next to the goal, met or not (bench/goals.py); then every benchmark's own
+lines.
 
 A benchmark is a module of this directory with run(quick=False) -> dict
 (name, date, parameters, summary rows, ...) and plot(result, path). One that
@@ -51,7 +52,7 @@ def main():
         parser.error("--guc takes NAME=VALUE")
     _export_settings(args.worker_arg, args.guc)
     date = utc_date()
-    stem = f"{date}-quick" if args.quick else date
+    stem = results_stem(date, args.quick)
     report = {"date": date, "quick": args.quick, "loadavg_1min_before": round(os.getloadavg()[0], 2),
               "worker_args": args.worker_arg, "gucs": args.guc, "benchmarks": {}}
     rows, failed = [], []
@@ -81,6 +82,16 @@ def _export_settings(worker_args, gucs):
         os.environ[WORKER_ARGS_ENV] = shlex.join(worker_args)
     if gucs:
         os.environ[SETTINGS_ENV] = ";".join(gucs)
+
+
+def results_stem(date, quick):
+    """<date>[-quick], or <date>[-quick]-<HHMM> when that day already has
+    results: a second run of the day (of some benchmarks, say) must not
+    replace the first one's files."""
+    stem = f"{date}-quick" if quick else date
+    if os.path.exists(os.path.join(RESULTS_DIR, f"{stem}.json")):
+        stem += time.strftime("-%H%M", time.gmtime())
+    return stem
 
 
 def run_one(name, quick, stem):
