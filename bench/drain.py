@@ -3,7 +3,7 @@
 aidb's background worker, aidb's external worker and pgai's vectorizer worker.
 
     /opt/aidb-dev-venv/bin/python bench/drain.py [--quick] [--rows N]
-        [--latencies 0,50] [--dims 1536] [--batch 50]
+        [--latencies 0,50] [--dims 1536] [--batch 50] [--repeat 3]
 
 All three run against the same table (the same deterministic texts), the same
 OpenAI-compatible test server (tests/support/model_server.py, its own
@@ -27,11 +27,19 @@ Two rates per run, both from the destination rows' write times: `steady`
 from the first batch written to the last, and `wall` from the moment the
 system was told to go (pipeline switched on, process spawned) to the last
 row, process start-up included. Goal: aidb >= 2x pgai.
+
+Each latency runs --repeat rounds (3; 1 with --quick), every system once a
+round, in the reverse order of the round before: the rates shown are the
+medians over rounds, the ratios the medians of each round's paired ratio.
+One drain lasts seconds, and this machine's speed drifts by 10-20 % from one
+minute to the next: single runs put the external worker at 1.9x pgai in one
+run and 2.3x in the next.
 """
 
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 
@@ -50,11 +58,12 @@ SYSTEMS = {"aidb_background": "aidb background worker",
 DRAIN_TIMEOUT = 3600
 
 
-def run(quick=False, rows=None, latencies=(0, 50), dims=1536, batch=50):
+def run(quick=False, rows=None, latencies=(0, 50), dims=1536, batch=50, repeat=None):
     rows = rows or (2000 if quick else 20000)
+    repeat = repeat or (1 if quick else 3)
     texts = make_texts(rows)
     ensure_pgai()
-    runs = {}
+    rounds = {}
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="aidb-bench-drain-"))
         server = stack.enter_context(model_server(API_KEY))
@@ -65,19 +74,22 @@ def run(quick=False, rows=None, latencies=(0, 50), dims=1536, batch=50):
         bench = Drain(cluster, server, texts, dims, batch, scratch)
         for latency in latencies:
             server.set_latency(latency)
-            runs[str(latency)] = {}
-            for system in SYSTEMS:
-                result = getattr(bench, system)(f"drain_{system}_{latency}")
-                runs[str(latency)][system] = result
-                print(f"drain: {latency} ms, {SYSTEMS[system]}: {result['steady_rows_per_s']} rows/s "
-                      f"steady, {result['wall_rows_per_s']} wall", flush=True)
+            rounds[str(latency)] = []
+            for n in range(repeat):
+                order = list(SYSTEMS) if n % 2 == 0 else list(reversed(SYSTEMS))
+                rounds[str(latency)].append(
+                    {system: bench.drain(system, f"drain_{system}_{latency}_{n}", latency)
+                     for system in order})
         # Vectors the server had to render while timed runs went on (0: all cached).
         cache_misses = server.state()["cached_vectors"] - warmed
+    runs = {latency: _median_runs(r) for latency, r in rounds.items()}
+    ratios = {latency: _ratios(r) for latency, r in rounds.items()}
     return {"name": "drain", "date": utc_date(),
             "parameters": {"rows": rows, "words_per_text": 60, "dims": dims, "batch_size": batch,
-                           "latencies_ms": list(latencies), "server_model": SERVER_MODEL},
-            "runs": runs, "ratios": _ratios(runs), "goal": GOAL, "server_cache_misses": cache_misses,
-            "summary": _summary(runs)}
+                           "latencies_ms": list(latencies), "server_model": SERVER_MODEL,
+                           "repeat": repeat},
+            "runs": runs, "rounds": rounds, "ratios": ratios, "goal": GOAL,
+            "server_cache_misses": cache_misses, "summary": _summary(runs, ratios)}
 
 
 class Drain:
@@ -86,6 +98,13 @@ class Drain:
     def __init__(self, cluster, server, texts, dims, batch, scratch):
         self.cluster, self.server, self.texts = cluster, server, texts
         self.dims, self.batch, self.scratch = dims, batch, scratch
+
+    def drain(self, system, dbname, latency):
+        """One drain by `system` (a method name below), reported as it ends."""
+        result = getattr(self, system)(dbname)
+        print(f"drain: {latency} ms, {SYSTEMS[system]}: {result['steady_rows_per_s']} rows/s "
+              f"steady, {result['wall_rows_per_s']} wall", flush=True)
+        return result
 
     def aidb_background(self, dbname):
         with self._database(dbname) as conn:
@@ -146,15 +165,22 @@ class Drain:
         return os.path.join(self.scratch, f"{dbname}.log")
 
 
-def _ratios(runs):
-    return {latency: {f"{system}/pgai": {kind: ratio(r[system][f"{kind}_rows_per_s"],
-                                                     r["pgai"][f"{kind}_rows_per_s"])
-                                         for kind in ("steady", "wall")}
-                      for system in ("aidb_background", "aidb_external")}
-            for latency, r in runs.items()}
+def _median_runs(rounds):
+    """Per system, the median of the rounds' rates (the run itself when one)."""
+    return {system: {key: statistics.median(r[system][key] for r in rounds)
+                     for key in rounds[0][system]}
+            for system in SYSTEMS}
 
 
-def _summary(runs):
+def _ratios(rounds):
+    """aidb / pgai per system and rate kind: the median of each round's ratio."""
+    return {f"{system}/pgai": {kind: statistics.median(
+                ratio(r[system][f"{kind}_rows_per_s"], r["pgai"][f"{kind}_rows_per_s"])
+                for r in rounds) for kind in ("steady", "wall")}
+            for system in ("aidb_background", "aidb_external")}
+
+
+def _summary(runs, ratios):
     rows = []
     for latency, r in runs.items():
         for system, label in SYSTEMS.items():
@@ -162,11 +188,10 @@ def _summary(runs):
                                     f"{r[system]['steady_rows_per_s']:.0f} / "
                                     f"{r[system]['wall_rows_per_s']:.0f}"))
         for system in ("aidb_background", "aidb_external"):
-            steady = ratio(r[system]["steady_rows_per_s"], r["pgai"]["steady_rows_per_s"])
-            wall = ratio(r[system]["wall_rows_per_s"], r["pgai"]["wall_rows_per_s"])
+            paired = ratios[latency][f"{system}/pgai"]
             rows.append(summary_row("drain", f"{SYSTEMS[system].split(' (')[0]} / pgai, {latency} ms "
-                                    "(steady / wall)", f"{steady:.2f} / {wall:.2f}",
-                                    f">= {GOAL}", verdict(steady, GOAL)))
+                                    "(steady / wall)", f"{paired['steady']:.2f} / {paired['wall']:.2f}",
+                                    f">= {GOAL}", verdict(paired["steady"], GOAL)))
     return rows
 
 
@@ -190,10 +215,12 @@ def main():
                         help="test-server latencies in ms, comma-separated (default 0,50)")
     parser.add_argument("--dims", type=int, default=1536, help="vector size (default 1536)")
     parser.add_argument("--batch", type=int, default=50, help="rows per batch (default 50)")
+    parser.add_argument("--repeat", type=int, help="rounds per latency (3; quick 1)")
     args = parser.parse_args()
     latencies = tuple(int(x) for x in args.latencies.split(","))
     standalone(sys.modules[__name__], {"rows": args.rows, "latencies": latencies,
-                                       "dims": args.dims, "batch": args.batch}, args.quick)
+                                       "dims": args.dims, "batch": args.batch,
+                                       "repeat": args.repeat}, args.quick)
 
 
 if __name__ == "__main__":
