@@ -147,12 +147,21 @@ def tail_of(path, chars=3000):
 # workers have one: 'name=value;name=value' and a shell-quoted argument list.
 SETTINGS_ENV = "AIDB_BENCH_GUCS"
 WORKER_ARGS_ENV = "AIDB_BENCH_WORKER_ARGS"
+MODEL_OPTIONS_ENV = "AIDB_BENCH_MODEL_OPTIONS"
 
 
 def extra_settings():
     """{name: value} of the server settings in $AIDB_BENCH_GUCS."""
     pairs = [p for p in os.environ.get(SETTINGS_ENV, "").split(";") if p.strip()]
     return dict(p.split("=", 1) for p in pairs)
+
+
+def extra_model_options():
+    """{option: JSON value} of $AIDB_BENCH_MODEL_OPTIONS (NAME=VALUE;...), for
+    the model every aidb pipeline of a benchmark uses."""
+    import json
+    pairs = [p.split("=", 1) for p in os.environ.get(MODEL_OPTIONS_ENV, "").split(";") if p.strip()]
+    return {name: json.loads(value) for name, value in pairs}
 
 
 def extra_worker_args():

@@ -6,7 +6,7 @@
     bench/results/<UTC date>-summary.md     the tables for docs/benchmarks.md (also printed)
 
     /opt/aidb-dev-venv/bin/python bench/run_all.py [--quick] [--only NAME ...]
-        [--worker-arg ARG ...] [--guc NAME=VALUE ...]
+        [--worker-arg ARG ...] [--guc NAME=VALUE ...] [--model-option NAME=JSON ...]
 
 (<UTC date>-quick.* with --quick, so that a smoke run never replaces the
 figures of a full one; a later run on a day that has results adds -<HHMM>.)
@@ -17,9 +17,10 @@ lines.
 A benchmark is a module of this directory with run(quick=False) -> dict
 (name, date, parameters, summary rows, ...) and plot(result, path). One that
 fails is reported in the summary and the others still run; the exit status
-is then 1. --worker-arg and --guc reach every benchmark's `aidb worker`
-commands and clusters (bench/common.py: $AIDB_BENCH_WORKER_ARGS,
-$AIDB_BENCH_GUCS), e.g. to measure a worker setting.
+is then 1. --worker-arg, --guc and --model-option reach every benchmark's
+`aidb worker` commands, clusters and aidb model (bench/common.py:
+$AIDB_BENCH_WORKER_ARGS, $AIDB_BENCH_GUCS, $AIDB_BENCH_MODEL_OPTIONS), e.g.
+to measure a worker setting.
 """
 
 import argparse
@@ -30,7 +31,7 @@ import sys
 import time
 import traceback
 
-from common import (RESULTS_DIR, ROOT, SETTINGS_ENV, WORKER_ARGS_ENV, machine_info,
+from common import (MODEL_OPTIONS_ENV, RESULTS_DIR, ROOT, SETTINGS_ENV, WORKER_ARGS_ENV, machine_info,
                     markdown_table, save_json, summary_row, utc_date)
 from goals import goal_rows, goals_markdown
 
@@ -47,14 +48,19 @@ def main():
                         help="pass ARG to every `aidb worker` (repeatable; --worker-arg=-x)")
     parser.add_argument("--guc", action="append", default=[], metavar="NAME=VALUE",
                         help="a server setting for every benchmark's cluster (repeatable)")
+    parser.add_argument("--model-option", action="append", default=[], metavar="NAME=JSON",
+                        help="an option of the benchmarks' openai_embeddings model (repeatable), "
+                             "e.g. max_concurrent_requests=8")
     args = parser.parse_args()
-    if any("=" not in guc for guc in args.guc):
-        parser.error("--guc takes NAME=VALUE")
-    _export_settings(args.worker_arg, args.guc)
+    for flag, values in (("--guc", args.guc), ("--model-option", args.model_option)):
+        if any("=" not in value for value in values):
+            parser.error(f"{flag} takes NAME=VALUE")
+    _export_settings(args.worker_arg, args.guc, args.model_option)
     date = utc_date()
     stem = results_stem(date, args.quick)
     report = {"date": date, "quick": args.quick, "loadavg_1min_before": round(os.getloadavg()[0], 2),
-              "worker_args": args.worker_arg, "gucs": args.guc, "benchmarks": {}}
+              "worker_args": args.worker_arg, "gucs": args.guc, "model_options": args.model_option,
+              "benchmarks": {}}
     rows, failed = [], []
     for name in args.only or BENCHMARKS:
         print(f"\n=== {name} ===", flush=True)
@@ -76,12 +82,15 @@ def main():
     return 1 if failed else 0
 
 
-def _export_settings(worker_args, gucs):
-    """Hand --worker-arg and --guc to every benchmark (bench/common.py reads them)."""
+def _export_settings(worker_args, gucs, model_options):
+    """Hand --worker-arg, --guc and --model-option to every benchmark
+    (bench/common.py reads them)."""
     if worker_args:
         os.environ[WORKER_ARGS_ENV] = shlex.join(worker_args)
     if gucs:
         os.environ[SETTINGS_ENV] = ";".join(gucs)
+    if model_options:
+        os.environ[MODEL_OPTIONS_ENV] = ";".join(model_options)
 
 
 def results_stem(date, quick):
@@ -118,6 +127,7 @@ def summary_markdown(report, rows, stem):
         "".join(f" --only {name}" for name in report["benchmarks"])
     options = "".join(f" --worker-arg={shlex.quote(a)}" for a in report["worker_args"])
     options += "".join(f" --guc {shlex.quote(g)}" for g in report["gucs"])
+    options += "".join(f" --model-option {shlex.quote(o)}" for o in report["model_options"])
     return (f"### Benchmarks, {report['date']}{mode}\n\n"
             f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB memory; "
             f"load average {report['loadavg_1min_before']} before, "

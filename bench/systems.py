@@ -12,8 +12,9 @@ import os
 import subprocess
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from common import DEV_PYTHON, HERE, extra_worker_args, run_checked
+from common import DEV_PYTHON, HERE, extra_model_options, extra_worker_args, run_checked
 
 SERVER_MODEL = "text-embedding-3-small"   # the model name both systems send
 API_KEY = "sk-bench-0123456789"
@@ -72,13 +73,13 @@ def drain_rates(rows, started, first, last, batch_size):
 # --- aidb -------------------------------------------------------------------------------------
 
 def aidb_setup(conn, server_url, dims):
-    """CREATE EXTENSION aidb and an openai_embeddings model on the test server."""
+    """CREATE EXTENSION aidb and an openai_embeddings model on the test server
+    (with the options of $AIDB_BENCH_MODEL_OPTIONS)."""
     conn.execute("CREATE EXTENSION IF NOT EXISTS aidb CASCADE")
-    conn.execute("""
-        SELECT aidb.create_model(%s, 'openai_embeddings',
-            jsonb_build_object('model', %s::text, 'url', %s::text, 'dimensions', %s::int),
-            jsonb_build_object('api_key', %s::text))""",
-                 (AIDB_MODEL, SERVER_MODEL, server_url + "/v1", dims, API_KEY))
+    config = {"model": SERVER_MODEL, "url": server_url + "/v1", "dimensions": dims,
+              **extra_model_options()}
+    conn.execute("SELECT aidb.create_model(%s, 'openai_embeddings', %s, jsonb_build_object('api_key', %s::text))",
+                 (AIDB_MODEL, Jsonb(config), API_KEY))
 
 
 def aidb_pipeline(conn, name, source="docs", batch_size=50, mode="Disabled", model=AIDB_MODEL):
