@@ -118,8 +118,7 @@ class Drain:
         with self._database(dbname) as conn:
             destination = self._aidb_source(conn)
             started = db_clock(conn)
-            run_checked(self.worker_command(aidb_worker_command(self.cluster.dsn(dbname), "p")),
-                        timeout=DRAIN_TIMEOUT, log_path=self._log(dbname))
+            self.run_worker(aidb_worker_command(self.cluster.dsn(dbname), "p"), dbname)
             return self._result(conn, destination, "source_key", started)
 
     def pgai(self, dbname):
@@ -129,15 +128,15 @@ class Drain:
             pgai_vectorizer(conn, self.server.url, self.dims, batch_size=self.batch)
             conn.execute("CHECKPOINT")
             started = db_clock(conn)
-            run_checked(self.worker_command(pgai_worker_command(self.cluster.dsn(dbname))),
-                        env=pgai_env(), timeout=DRAIN_TIMEOUT, log_path=self._log(dbname))
+            self.run_worker(pgai_worker_command(self.cluster.dsn(dbname)), dbname, env=pgai_env())
             if pgai_errors(conn):
                 raise RuntimeError("pgai recorded errors in ai.vectorizer_errors")
             return self._result(conn, PGAI_DESTINATION, "id", started)
 
-    def worker_command(self, command):
-        """How a worker process is started (profile_drain.py runs it under py-spy)."""
-        return command
+    def run_worker(self, command, dbname, env=None):
+        """Run a worker process to its end (profile_drain.py measures and
+        profiles it here)."""
+        run_checked(command, env=env, timeout=DRAIN_TIMEOUT, log_path=self._log(dbname))
 
     @contextlib.contextmanager
     def _database(self, dbname):

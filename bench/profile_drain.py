@@ -11,8 +11,9 @@ fresh database per run). Each system drains twice:
 
 - timed, alone: its steady rate, and the CPU seconds per row of the worker
   process, of PostgreSQL (the postmaster and every child, those that exited
-  included) and of the model server, read from /proc; `busy` is their sum
-  over the machine's cores and the drain's wall time.
+  included) and of the model server, read from /proc from the worker's start
+  to its end (the setup before it stays out); `busy` is their sum over the
+  machine's cores and the worker's run time, start-up included.
 - under py-spy (`record --gil`: samples of the thread that holds the GIL,
   that is, of the worker's Python work, 200 per second): each sample goes to
   the library of its innermost frame; imports are start-up and reported
@@ -29,6 +30,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 
 from common import (grouped_bars, make_texts, model_server, new_figure, pg_cluster, save_figure,
                     standalone, summary_row, utc_date, warm_cache)
@@ -77,16 +79,15 @@ class ProfiledDrain(Drain):
         super().__init__(*args)
         self.profile_path = None
         self.runs = 0
+        self.worker_cpu = self.worker_seconds = None
 
     def timed(self, system):
-        """Steady rows/s and CPU ms per row of each process, in one drain."""
+        """Steady rows/s and CPU ms per row of each process while the worker ran."""
         self.profile_path = None
-        before = self._cpu_seconds()
         drained = getattr(self, system)(self._dbname(system))
-        after = self._cpu_seconds()
         rows = drained["rows"]
-        cpu = {part: round(1000 * (after[part] - before[part]) / rows, 3) for part in before}
-        busy = sum(after[p] - before[p] for p in before) / drained["seconds"] / os.cpu_count()
+        cpu = {part: round(1000 * seconds / rows, 3) for part, seconds in self.worker_cpu.items()}
+        busy = sum(self.worker_cpu.values()) / self.worker_seconds / os.cpu_count()
         return {**drained, "cpu_ms_per_row": cpu, "busy_of_cores": round(busy, 3)}
 
     def profiled(self, system):
@@ -95,11 +96,17 @@ class ProfiledDrain(Drain):
         getattr(self, system)(self._dbname(system))
         return gil_profile(self.profile_path)
 
-    def worker_command(self, command):
-        if self.profile_path is None:
-            return command
-        return [PY_SPY, "record", "--gil", "-r", str(SAMPLES_PER_S), "-f", "raw",
-                "-o", self.profile_path, "--", *command]
+    def run_worker(self, command, dbname, env=None):
+        """The worker's run, its CPU counted from its start to its end (the
+        setup before it, the table's rows among it, stays out)."""
+        if self.profile_path is not None:
+            command = [PY_SPY, "record", "--gil", "-r", str(SAMPLES_PER_S), "-f", "raw",
+                       "-o", self.profile_path, "--", *command]
+        before, started = self._cpu_seconds(), time.monotonic()
+        super().run_worker(command, dbname, env)
+        self.worker_seconds = time.monotonic() - started
+        after = self._cpu_seconds()
+        self.worker_cpu = {part: after[part] - before[part] for part in before}
 
     def _dbname(self, system):
         self.runs += 1

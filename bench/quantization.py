@@ -15,7 +15,6 @@ against torch. Results: printed, and bench/results/quantization-<date>.json.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics

@@ -34,9 +34,10 @@ Behaviour
     can be tested with one permanently bad record.
   * Faults apply to API routes only (never to /_control), before authentication.
     "bad200" answers 200 with an error object instead of the route's result,
-    as a misconfigured proxy can. "drop" closes the TCP connection without a response. "hang" holds the request
-    until hang_seconds pass or the fault is changed by /_control (then the request
-    is answered normally) or the server stops (then the connection is dropped).
+    as a misconfigured proxy can. "drop" closes the TCP connection without a
+    response. "hang" holds the request until hang_seconds pass or the fault is
+    changed by /_control (then the request is answered normally) or the server
+    stops (then the connection is dropped).
   * Dimensions: the request's "dimensions", else MODEL_DIMS[model] (also tried
     without an Ollama ":tag"), else the server's default (--dims, 8).
   * "float" vectors are written with 9 significant digits (exact for float32);

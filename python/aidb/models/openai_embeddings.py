@@ -46,7 +46,8 @@ class OpenAIEmbeddings(EmbeddingModel):
         # base64 is what the SDK asks for by default too; asked for by name,
         # the SDK hands it over undecoded and we skip a list of floats. The
         # raw response skips the SDK's pydantic objects (one per vector):
-        # they were 15 % of an external worker's CPU (docs/benchmarks.md).
+        # they were 15 % of an external worker's Python time at 0 ms latency
+        # (py-spy, bench/profile_drain.py).
         with provider_errors(self):
             response = self.client.embeddings.with_raw_response.create(
                 model=self.config["model"], input=texts, encoding_format="base64", **extra)

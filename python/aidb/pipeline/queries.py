@@ -14,6 +14,8 @@ from .leases import LIVE_TOKENS
 
 # The smallest tid: claims start there and continue after the last one taken.
 FIRST_TID = "(0,0)"
+# batch_queries' statements, by pipeline shape; cleared when it holds this many.
+_built = {}
 _BUILT_LIMIT = 512
 
 
@@ -31,9 +33,6 @@ def batch_queries(pipeline):
             _built.clear()
         queries = _built[shape] = BatchQueries(pipeline)
     return queries
-
-
-_built = {}
 
 
 class BatchQueries:
