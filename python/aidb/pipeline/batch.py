@@ -15,9 +15,10 @@
 
 Workers split a batch in two transactions (pipelined.py: claim_keys and
 read_changes, then prepare_work in a thread, then write_changes); run_pipeline
-and Live run it in one. A crash anywhere rolls all of it back into the backlog. A key that the model
-rejects is recorded in the error log and skipped; provider outages and
-configuration errors raise (the runner rolls the batch back and records them).
+and Live run it in one. A crash anywhere rolls all of it back into the
+backlog. A key that the model rejects is recorded in the error log and
+skipped; provider outages and configuration errors raise (the runner rolls
+the batch back and records them).
 """
 
 from dataclasses import dataclass
