@@ -25,7 +25,7 @@ static char *aidb_allowed_model_hosts = NULL;
 static char *aidb_allowed_local_paths = NULL;
 static char *aidb_allowed_credentials_env = NULL;
 /* read by the engine (current_setting) at each background worker transaction */
-static int	worker_batches_in_flight = 4;
+static int	worker_batches_in_flight = 8;
 
 void		_PG_init(void);
 
@@ -66,7 +66,7 @@ define_gucs(void)
 							"While the model computes the next batches, the worker writes the "
 							"oldest: model latency is hidden up to this many batches; 1 runs "
 							"one batch at a time.",
-							&worker_batches_in_flight, 4, 1, 64,
+							&worker_batches_in_flight, 8, 1, 64,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("aidb.allowed_model_hosts",
 							   "Hosts that model URLs may reach: * (any), or a comma-separated "

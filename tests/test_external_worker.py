@@ -262,7 +262,9 @@ def test_metrics_port_serves_per_pipeline_counters(cluster, dbname, conn, fake_m
 # --- aidb.Worker in an application ---------------------------------------------------------------
 
 def test_graceful_shutdown_mid_run_loses_nothing(cluster, dbname, conn, fake_model):
-    create_docs(conn, numbered_docs(range(1, 201)))
+    # More keys than 2 slots can hold in flight (2 x 8 batches of 10).
+    keys = 500
+    create_docs(conn, numbered_docs(range(1, keys + 1)))
     create_pipeline(conn, auto_processing="Background", batch_size=10)
     embedded_before = fake_model.state()["inputs_embedded"]   # create_pipeline's probe
     fake_model.set_latency(300)             # ~10 batches in flight per 1.5 s across 2 slots
@@ -278,15 +280,15 @@ def test_graceful_shutdown_mid_run_loses_nothing(cluster, dbname, conn, fake_mod
     # The batches in flight finished and committed: every key the server
     # embedded and the worker counted is in the destination, and every other
     # key is still pending.
-    assert 0 < len(done) == worker.stats.keys_processed < 200
+    assert 0 < len(done) == worker.stats.keys_processed < keys
     assert fake_model.state()["inputs_embedded"] - embedded_before == len(done)
-    assert pending(conn) == 200 - len(done)
-    assert_consistent(conn, except_keys=set(range(1, 201)) - done)
+    assert pending(conn) == keys - len(done)
+    assert_consistent(conn, except_keys=set(range(1, keys + 1)) - done)
     assert external_workers(conn) == [("stopped", len(done))]
     fake_model.set_latency(0)
     once = aidb.Worker(cluster.dsn(dbname), pipelines=["p"], once=True)   # as --once
     assert asyncio.run(once.run()) == 0
-    assert assert_consistent(conn) == 200
+    assert assert_consistent(conn) == keys
 
 
 def test_worker_reconnects_when_its_connections_are_terminated(cluster, dbname, conn,

@@ -27,7 +27,7 @@ KNOWN_DIMENSIONS = {
 class OpenAIEmbeddings(EmbeddingModel):
     provider = "openai_embeddings"
     default_max_batch_size = 256
-    default_max_concurrent_requests = 4
+    default_max_concurrent_requests = 8
     OPTIONS = (remote_endpoint_options(DEFAULT_URL, default_timeout=60)
                + embedding_batch_options(default_max_batch_size, default_max_concurrent_requests))
 

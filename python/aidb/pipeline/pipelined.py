@@ -40,7 +40,7 @@ from .queries import BatchQueries, batch_queries
 from .source import check_owner_can_read
 from .vector_index import ensure_vector_index
 
-DEFAULT_BATCHES_IN_FLIGHT = 4
+DEFAULT_BATCHES_IN_FLIGHT = 8
 MAX_BATCHES_IN_FLIGHT = 64
 # After submitting a batch's model work: long enough for the pool thread and
 # the model's own request thread to take the GIL in turn and send the request.
