@@ -125,7 +125,7 @@ def test_create_list_and_delete_a_model(shared_conn, model_server):
     assert (provider, owner, has_credentials) == ("openai_embeddings", "postgres", True)
     # The config comes back normalised, defaults filled in, and without the key.
     assert config == openai_config(model_server, dimensions=4, max_batch_size=256,
-                                   max_concurrent_requests=4)
+                                   max_concurrent_requests=8)
 
     shared_conn.execute("SELECT aidb.delete_model('emb')")
     assert shared_conn.execute("SELECT name FROM aidb.models").fetchall() == [("minilm",)]
