@@ -21,6 +21,11 @@ configuration gets a fresh database of one throwaway cluster:
   WITH). It is the least any capture that keeps keys in a table must add:
   one row and its WAL per key. aidb's ratio next to it shows what capture
   costs beyond that row.
+- triggers only: statement-level AFTER INSERT and UPDATE triggers with
+  transition tables, as aidb's, whose (PL/pgSQL) function does nothing: what
+  PostgreSQL's trigger machinery costs before a capture writes anything.
+  The brief asks for trigger-fed capture, so no capture can beat both this
+  and the floor.
 
 Measured in each: pgbench single-row UPDATEs (a random row gets another
 text) and single-row INSERTs, --clients clients for --seconds each (TPS),
@@ -57,6 +62,7 @@ PGBENCH = "pgbench"
 CONFIGS = {"none": "no pipeline", "aidb_disabled": "aidb (Disabled: capture only)",
            "aidb_background": "aidb (Background worker running)",
            "pgai": "pgai (trigger, no worker)",
+           "triggers_only": "triggers only (transition tables, a function that does nothing)",
            "floor": "floor (the keys written by the statement itself)"}
 SCRIPTS = {
     "update": "\\set id random(1, {rows})\n\\set k random(1, {pool})\n"
@@ -75,6 +81,13 @@ FLOOR_SCRIPTS = {
               "WITH added AS (INSERT INTO docs (body) SELECT body FROM pool WHERE k = :k "
               "RETURNING id) INSERT INTO changed_keys (key) SELECT id FROM added;\n",
 }
+# The trigger machinery alone: the transition tables aidb's triggers ask for.
+TRIGGERS_ONLY_SQL = (
+    "CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$",
+    "CREATE TRIGGER on_insert AFTER INSERT ON docs REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION nothing()",
+    "CREATE TRIGGER on_update AFTER UPDATE ON docs REFERENCING OLD TABLE AS old_rows "
+    "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION nothing()")
 FLOOR_BULK_SQL = f"WITH added AS ({BULK_SQL} RETURNING id) INSERT INTO changed_keys (key) SELECT id FROM added"
 
 
@@ -160,6 +173,9 @@ class WriteBench:
             pgai_install(dsn, os.path.join(self.scratch, f"{dbname}.log"))
             pgai_vectorizer(conn, self.server.url, DIMS)
             return PGAI_DESTINATION
+        if config == "triggers_only":
+            for statement in TRIGGERS_ONLY_SQL:
+                conn.execute(statement)
         if config == "floor":       # the backlog's shape (sql/ext/25_pipeline_objects.sql)
             conn.execute("CREATE TABLE changed_keys (key bigint NOT NULL, "
                          "queued_at timestamptz NOT NULL DEFAULT now())")
@@ -195,7 +211,7 @@ def _summary(results, ratios):
         unit = "rows/s" if test.startswith("bulk") else "TPS"
         rows.append(summary_row("write overhead", f"{label}, no pipeline ({unit})",
                                 f"{results['none'][test]:.0f}"))
-        for config in ("aidb_disabled", "aidb_background", "pgai", "floor"):
+        for config in ("aidb_disabled", "aidb_background", "pgai", "triggers_only", "floor"):
             value = ratios[config][test]
             goal, met = "", ""
             if config == "aidb_disabled":
