@@ -2,12 +2,13 @@
 """Write overhead: what keeping embeddings in sync costs the application that
 writes the source table, for aidb and for pgai.
 
-    /opt/aidb-dev-venv/bin/python bench/write_overhead.py [--quick] [--seconds 20]
-        [--clients 4] [--bulk-rows 100000] [--rows 100000] [--repeat 3]
+    /opt/aidb-dev-venv/bin/python bench/write_overhead.py [--quick] [--seconds 5]
+        [--clients 4] [--bulk-rows 100000] [--rows 100000] [--repeat 9]
 
 The source is docs(id bigserial PRIMARY KEY, body text), prefilled with
 --rows rows; bodies are ~60-word texts drawn from a pool of 1,000. Each
-configuration gets a fresh database of one throwaway cluster:
+configuration has its own database of one throwaway cluster, for the whole
+run:
 
 - none: the bare table;
 - aidb Disabled: a pipeline whose capture triggers fill the backlog, no worker
@@ -28,13 +29,17 @@ configuration gets a fresh database of one throwaway cluster:
   and the floor.
 
 Measured in each: pgbench single-row UPDATEs (a random row gets another
-text) and single-row INSERTs, --clients clients for --seconds each (TPS),
-then INSERT ... SELECT of --bulk-rows rows (rows/s, best of 3). Results are TPS and
-ratios to `none`. The configurations run --repeat rounds (3; 1 with
---quick), each round every configuration once, in the reverse order of the
-round before (so that a machine slowing down over a round favours no one):
-TPS are the medians over rounds, ratios the medians of each round's paired
-ratio. Goals (issue #16): aidb (Disabled) >= 0.90 of none for single-row
+text) and single-row INSERTs, --clients clients for --seconds (5; 2 with
+--quick) per burst (TPS), and an INSERT ... SELECT of --bulk-rows rows
+(rows/s). A round runs one burst of each test for every configuration,
+each test's bursts one after the other, in the reverse order of the round
+before; then the Background configuration's, alone (its worker runs only
+then). --repeat rounds (9; 2 with --quick): rates are the medians over
+rounds, ratios the medians of each round's paired ratio to `none`. On
+2 cores the machine's speed drifts by 10-30 % over minutes; bursts seconds
+apart keep that drift out of the ratios, where one 20-second run per
+configuration, minutes apart, did not (one round's ratios moved from 0.5
+to 1.2). Goals (issue #16): aidb (Disabled) >= 0.90 of none for single-row
 INSERT and UPDATE, >= 0.85 for the bulk INSERT ... SELECT, and above pgai.
 """
 
@@ -50,13 +55,12 @@ import time
 
 from common import (fresh_database, grouped_bars, make_texts, model_server, new_figure,
                     pg_cluster, ratio, save_figure, standalone, summary_row, utc_date, verdict,
-                    warm_cache)
+                    wait_for, warm_cache)
 from systems import (API_KEY, PGAI_DESTINATION, SERVER_MODEL, aidb_pipeline, aidb_setup,
                      ensure_pgai, pgai_install, pgai_vectorizer)
 
 GOALS = {"insert_tps": 0.90, "update_tps": 0.90, "bulk_rows_per_s": 0.85}
 POOL = 1000
-BULK_PASSES = 3           # a bulk insert lasts about a second: best of 3
 DIMS = 1536
 PGBENCH = "pgbench"
 CONFIGS = {"none": "no pipeline", "aidb_disabled": "aidb (Disabled: capture only)",
@@ -91,9 +95,19 @@ TRIGGERS_ONLY_SQL = (
 FLOOR_BULK_SQL = f"WITH added AS ({BULK_SQL} RETURNING id) INSERT INTO changed_keys (key) SELECT id FROM added"
 
 
+# The capture-only configurations run nothing between statements, so their
+# bursts interleave: each test's bursts of every configuration run within
+# seconds of each other, and this machine's speed, which drifts by 10-30 %
+# over minutes, favours none of them. The Background configuration's worker
+# goes on embedding after its bursts, so it runs after them, alone.
+INTERLEAVED = ("none", "aidb_disabled", "pgai", "triggers_only", "floor")
+BACKGROUND = "aidb_background"
+TEST_KEYS = ("update_tps", "insert_tps", "bulk_rows_per_s")
+
+
 def run(quick=False, seconds=None, clients=4, bulk_rows=None, rows=None, repeat=None):
-    seconds = seconds or (5 if quick else 20)
-    repeat = repeat or (1 if quick else 3)
+    seconds = seconds or (2 if quick else 5)
+    repeat = repeat or (2 if quick else 9)
     bulk_rows = bulk_rows or (20000 if quick else 100000)
     rows = rows or (10000 if quick else 100000)
     texts = make_texts(POOL, seed=7)
@@ -105,19 +119,18 @@ def run(quick=False, seconds=None, clients=4, bulk_rows=None, rows=None, repeat=
         warm_cache(server.url, API_KEY, SERVER_MODEL, DIMS, texts, encodings=("base64",))
         cluster = stack.enter_context(pg_cluster())
         bench = WriteBench(cluster, server, texts, scratch, seconds, clients, rows, bulk_rows)
+        for config in CONFIGS:
+            stack.enter_context(bench.database(config))
         for n in range(repeat):
-            order = list(CONFIGS) if n % 2 == 0 else list(reversed(CONFIGS))
-            rounds.append({config: bench.measure(config, f"w_{config}_{n}") for config in order})
+            rounds.append(bench.round(INTERLEAVED if n % 2 == 0 else INTERLEAVED[::-1]))
             print(f"write overhead, round {n + 1}: {rounds[-1]}", flush=True)
     results = {config: {test: statistics.median(r[config][test] for r in rounds)
-                        for test in ("update_tps", "insert_tps", "bulk_rows_per_s")}
-               for config in CONFIGS}
-    # Each round's configurations run within minutes of each other; the
-    # machine's speed drifts more than that over a whole run, so ratios are
-    # taken within a round, then their median.
+                        for test in TEST_KEYS} for config in CONFIGS}
+    # Each ratio is taken within a round (a configuration's burst against
+    # no pipeline's, seconds apart), then the median over rounds.
     ratios = {config: {test: statistics.median(ratio(r[config][test], r["none"][test])
                                                for r in rounds)
-                       for test in results[config]} for config in CONFIGS if config != "none"}
+                       for test in TEST_KEYS} for config in CONFIGS if config != "none"}
     return {"name": "write_overhead", "date": utc_date(),
             "parameters": {"seconds": seconds, "clients": clients, "rows": rows,
                            "bulk_rows": bulk_rows, "repeat": repeat, "text_pool": POOL},
@@ -129,6 +142,7 @@ class WriteBench:
     def __init__(self, cluster, server, texts, scratch, seconds, clients, rows, bulk_rows):
         self.cluster, self.server, self.texts, self.scratch = cluster, server, texts, scratch
         self.seconds, self.clients, self.rows, self.bulk_rows = seconds, clients, rows, bulk_rows
+        self.connections, self.destinations = {}, {}
         self.scripts = {}
         for kind, templates in (("", SCRIPTS), ("floor_", FLOOR_SCRIPTS)):
             for name, template in templates.items():
@@ -136,23 +150,59 @@ class WriteBench:
                 with open(self.scripts[kind + name], "w") as f:
                     f.write(template.format(rows=rows, pool=POOL))
 
-    def measure(self, config, dbname):
-        """{update_tps, insert_tps, bulk_rows_per_s} of one configuration."""
+    @contextlib.contextmanager
+    def database(self, config):
+        """The database of `config` for the whole run: the source table, and
+        what the configuration adds to it."""
         import psycopg
+        dbname = f"w_{config}"
         with fresh_database(self.cluster, dbname) as dsn, \
                 psycopg.connect(dsn, autocommit=True) as conn:
             self._source(conn)
-            destination = self._install(config, conn, dsn, dbname)
-            floor = config == "floor"
-            result = {"update_tps": self._pgbench(conn, dbname, "update", floor),
-                      "insert_tps": self._pgbench(conn, dbname, "insert", floor)}
-            result["bulk_passes"] = [self._bulk(conn, floor) for _ in range(BULK_PASSES)]
-            result["bulk_rows_per_s"] = max(result["bulk_passes"])
-            # Evidence that a Background worker really embedded meanwhile.
-            if destination:
-                result["destination_rows"] = conn.execute(
-                    f"SELECT count(*) FROM {destination}").fetchone()[0]
-            return result
+            self.destinations[config] = self._install(config, conn, dsn, dbname)
+            self.connections[config] = conn
+            if config == BACKGROUND:
+                self._set_background(conn, running=False)
+            yield
+
+    def round(self, order):
+        """{configuration: {update_tps, insert_tps, bulk_rows_per_s}}: one burst
+        of each test for each configuration in `order`, then Background's."""
+        result = {config: {} for config in order}
+        for test in ("update", "insert"):
+            for config in order:
+                result[config][f"{test}_tps"] = self._pgbench(config, test)
+        for config in order:
+            result[config]["bulk_rows_per_s"] = self._bulk(config)
+        result[BACKGROUND] = self._background_round()
+        return result
+
+    def _background_round(self):
+        """The three tests with the pipeline's Background worker embedding
+        meanwhile (what the earlier rounds left in the backlog, and these
+        writes); then the pipeline is Disabled again and its worker gone, so
+        that it does not share the cores with the next round."""
+        conn = self.connections[BACKGROUND]
+        self._set_background(conn, running=True)
+        result = {"update_tps": self._pgbench(BACKGROUND, "update"),
+                  "insert_tps": self._pgbench(BACKGROUND, "insert"),
+                  "bulk_rows_per_s": self._bulk(BACKGROUND)}
+        # Evidence that the worker really embedded meanwhile.
+        result["destination_rows"] = conn.execute(
+            f"SELECT count(*) FROM {self.destinations[BACKGROUND]}").fetchone()[0]
+        self._set_background(conn, running=False)
+        return result
+
+    @staticmethod
+    def _set_background(conn, running):
+        """Switch the pipeline to Background or Disabled, and wait until its
+        worker runs or is gone."""
+        conn.execute("SELECT aidb.update_pipeline('p', auto_processing => %s)",
+                     ("Background" if running else "Disabled",))
+        wait_for(lambda: (conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'aidb pipeline worker'").fetchone()[0] > 0) == running,
+            message=f"the Background worker {'started' if running else 'gone'}")
 
     def _source(self, conn):
         conn.execute("CREATE TABLE pool (k int PRIMARY KEY, body text NOT NULL)")
@@ -181,16 +231,19 @@ class WriteBench:
                          "queued_at timestamptz NOT NULL DEFAULT now())")
         return None
 
-    def _bulk(self, conn, floor=False):
+    def _bulk(self, config):
         """Rows/s of one INSERT ... SELECT of bulk_rows rows."""
+        conn = self.connections[config]
         conn.execute("CHECKPOINT")
         started = time.perf_counter()
-        conn.execute(FLOOR_BULK_SQL if floor else BULK_SQL, (self.bulk_rows,))
+        conn.execute(FLOOR_BULK_SQL if config == "floor" else BULK_SQL, (self.bulk_rows,))
         return round(self.bulk_rows / (time.perf_counter() - started), 1)
 
-    def _pgbench(self, conn, dbname, test, floor=False):
-        conn.execute("CHECKPOINT")
-        script = self.scripts[("floor_" if floor else "") + test]
+    def _pgbench(self, config, test):
+        """TPS of `test` (update, insert) in `config`'s database, one burst."""
+        self.connections[config].execute("CHECKPOINT")
+        dbname = f"w_{config}"
+        script = self.scripts[("floor_" if config == "floor" else "") + test]
         command = [PGBENCH, "-n", "-c", str(self.clients), "-j", str(min(self.clients, os.cpu_count())),
                    "-T", str(self.seconds), "-f", script,
                    "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", dbname]
@@ -242,12 +295,12 @@ def plot(result, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="5 s runs, smaller tables")
-    parser.add_argument("--seconds", type=int, help="seconds per pgbench run (20; quick 5)")
+    parser.add_argument("--quick", action="store_true", help="2 s bursts, 2 rounds, smaller tables")
+    parser.add_argument("--seconds", type=int, help="seconds per pgbench burst (5; quick 2)")
     parser.add_argument("--clients", type=int, default=4, help="pgbench clients (4)")
     parser.add_argument("--bulk-rows", type=int, help="rows of the bulk insert (100000; quick 20000)")
     parser.add_argument("--rows", type=int, help="rows prefilled (100000; quick 10000)")
-    parser.add_argument("--repeat", type=int, help="rounds over the configurations (3; quick 1)")
+    parser.add_argument("--repeat", type=int, help="rounds over the configurations (9; quick 2)")
     args = parser.parse_args()
     standalone(sys.modules[__name__], {"seconds": args.seconds, "clients": args.clients,
                                        "bulk_rows": args.bulk_rows, "rows": args.rows,
