@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.support.background import wait_drained
 from tests.support.common import wait_for
 from tests.support.attack import scratch_database, SUPERUSER, drop_roles, make_cast
 from tests.support.pipeline_checks import MODEL  # noqa: F401 — puts python/ first on sys.path
@@ -51,6 +52,11 @@ def cast(cluster):
                                      "FROM generate_series(1, %s) n").format(sql.Identifier(role)),
                              (ROWS,))
                 chunk_pipeline(conn, name, f"{role}.src", auto_processing="Background")
+        # Drained first: a worker still embedding the first rows would change
+        # the backlog and state that each attack checks were left alone.
+        with cast.session(SUPERUSER) as admin:
+            for name in ("victims", "attackers"):
+                wait_drained(admin, name)
         yield cast
     drop_roles(cluster, cast)
 
