@@ -15,7 +15,8 @@ run:
   (only the cost of capture);
 - aidb Background: the same pipeline with its background worker embedding
   meanwhile (test server, no latency, answers cached): on 2 cores the worker
-  competes with the writers for CPU;
+  competes with the writers for CPU. The pipeline is Background only
+  during its own bursts, Disabled (its worker gone) during the others';
 - pgai: a vectorizer (its trigger and queue), its worker not running;
 - floor: no trigger; each statement also writes its keys into an unindexed
   table of the backlog's shape, in the same statement (a data-modifying
@@ -24,9 +25,9 @@ run:
   costs beyond that row.
 - triggers only: statement-level AFTER INSERT and UPDATE triggers with
   transition tables, as aidb's, whose (PL/pgSQL) function does nothing: what
-  PostgreSQL's trigger machinery costs before a capture writes anything.
-  The brief asks for trigger-fed capture, so no capture can beat both this
-  and the floor.
+  PostgreSQL's statement triggers cost before a capture writes anything. A
+  row-level trigger has no transition table but is called once per row
+  (docs/benchmarks.md, "Write overhead").
 
 Measured in each: pgbench single-row UPDATEs (a random row gets another
 text) and single-row INSERTs, --clients clients for --seconds (5; 2 with
@@ -35,11 +36,12 @@ text) and single-row INSERTs, --clients clients for --seconds (5; 2 with
 each test's bursts one after the other, in the reverse order of the round
 before; then the Background configuration's, alone (its worker runs only
 then). --repeat rounds (9; 2 with --quick): rates are the medians over
-rounds, ratios the medians of each round's paired ratio to `none`. On
-2 cores the machine's speed drifts by 10-30 % over minutes; bursts seconds
-apart keep that drift out of the ratios, where one 20-second run per
-configuration, minutes apart, did not (one round's ratios moved from 0.5
-to 1.2). Goals (issue #16): aidb (Disabled) >= 0.90 of none for single-row
+rounds, ratios the medians of each round's paired ratio to `none`. This
+machine's speed drifts over minutes, and bursts seconds apart keep that
+drift out of the ratios, where one 20-second run per configuration,
+minutes apart, did not. What varies from one burst to the next remains
+(no pipeline's INSERT rate moved between 22,000 and 41,000 TPS across
+rounds): hence many rounds and their median. Goals (issue #16): aidb (Disabled) >= 0.90 of none for single-row
 INSERT and UPDATE, >= 0.85 for the bulk INSERT ... SELECT, and above pgai.
 """
 
@@ -97,8 +99,8 @@ FLOOR_BULK_SQL = f"WITH added AS ({BULK_SQL} RETURNING id) INSERT INTO changed_k
 
 # The capture-only configurations run nothing between statements, so their
 # bursts interleave: each test's bursts of every configuration run within
-# seconds of each other, and this machine's speed, which drifts by 10-30 %
-# over minutes, favours none of them. The Background configuration's worker
+# seconds of each other, and the machine's drift over minutes favours none
+# of them. The Background configuration's worker
 # goes on embedding after its bursts, so it runs after them, alone.
 INTERLEAVED = ("none", "aidb_disabled", "pgai", "triggers_only", "floor")
 BACKGROUND = "aidb_background"

@@ -136,7 +136,7 @@ def _onnx_providers(model_name, device, available):
 class LocalEmbeddings(EmbeddingModel):
     provider = "local_embeddings"
     # Small forward passes: on 2 CPU cores ONNX Runtime embeds 60-word texts
-    # 7-13 % faster 16 at a time than 64 at a time, torch about 5 %
+    # 3-13 % faster 16 at a time than 64 at a time, torch about 5 %
     # (docs/benchmarks.md, "Local model").
     default_max_batch_size = 16
     takes_credentials = False
