@@ -33,28 +33,23 @@ TEXTS_PER_PASS = 16           # minilm's max_batch_size
 ROUNDS = 5
 
 
-def openvino_encoder(core, model_path, tokenizer, precision):
-    """encode(texts) on OpenVINO's CPU plugin at `precision` (f32, bf16):
-    sorted by length and `TEXTS_PER_PASS` at a time, as OnnxEncoder does."""
-    import numpy
-    compiled = core.compile_model(str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
-    request = compiled.create_infer_request()
+def openvino_encoder(core, model_path, onnx, precision):
+    """An encoder with `onnx`'s (an OnnxEncoder's) tokenizer and chunking
+    (texts sorted by length, a forward pass per chunk) whose forward passes
+    run on OpenVINO's CPU plugin at `precision` (f32, bf16)."""
+    from aidb.models.onnx_runtime import OnnxEncoder
 
-    def encode(texts):
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        result = None
-        for start in range(0, len(order), TEXTS_PER_PASS):
-            chunk = order[start:start + TEXTS_PER_PASS]
-            encodings = tokenizer.encode_batch([texts[i] for i in chunk])
-            vectors = request.infer({
-                "input_ids": numpy.array([e.ids for e in encodings], dtype=numpy.int64),
-                "attention_mask": numpy.array([e.attention_mask for e in encodings],
-                                              dtype=numpy.int64)})[0]
-            if result is None:
-                result = numpy.empty((len(texts), vectors.shape[1]), dtype=numpy.float32)
-            result[chunk] = vectors
-        return result
-    return encode
+    class OpenVinoEncoder(OnnxEncoder):
+        def __init__(self):         # what encode() and _inputs() use, nothing of ONNX Runtime
+            self.tokenizer, self.dimensions = onnx.tokenizer, onnx.dimensions
+            self.request = core.compile_model(
+                str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": precision}
+            ).create_infer_request()
+
+        def _run(self, texts):
+            return self.request.infer(self._inputs(texts))[0]
+
+    return OpenVinoEncoder()
 
 
 def lowest_cosine(found, expected):
@@ -86,19 +81,20 @@ def main():
     core = openvino.Core()
     with tempfile.TemporaryDirectory(prefix="aidb-openvino-") as work:
         export_model(bundled_model_path(PACKAGE), Path(work))
-        variants = {precision: openvino_encoder(core, Path(work) / "model.onnx", onnx.tokenizer,
-                                                precision) for precision in ("f32", "bf16")}
+        variants = {precision: openvino_encoder(core, Path(work) / "model.onnx", onnx, precision)
+                    for precision in ("f32", "bf16")}
     checked = make_texts(300) + make_sentences(300, seed=3) + ["ok", "a b", "Hello world!",
                                                                "word " * 300]
     expected = onnx.encode(checked, TEXTS_PER_PASS)
-    cosines = {f"openvino {p}": lowest_cosine(encode(checked), expected)
-               for p, encode in variants.items()}
+    cosines = {f"openvino {p}": lowest_cosine(encoder.encode(checked, TEXTS_PER_PASS), expected)
+               for p, encoder in variants.items()}
     texts = make_texts(600)
     sides = {"torch, 64 per pass": lambda: torch_model.encode(texts, batch_size=64),
              f"torch, {TEXTS_PER_PASS} per pass": lambda: torch_model.encode(
                  texts, batch_size=TEXTS_PER_PASS),
              "onnx": lambda: onnx.encode(texts, TEXTS_PER_PASS),
-             **{f"openvino {p}": (lambda e=encode: e(texts)) for p, encode in variants.items()}}
+             **{f"openvino {p}": (lambda e=encoder: e.encode(texts, TEXTS_PER_PASS))
+                for p, encoder in variants.items()}}
     rates = {name: [] for name in sides}
     for side in sides.values():
         side()                                  # warm-up

@@ -107,6 +107,11 @@ BACKGROUND = "aidb_background"
 TEST_KEYS = ("update_tps", "insert_tps", "bulk_rows_per_s")
 
 
+def database_name(config):
+    """The database `config` runs in, for the whole run."""
+    return f"w_{config}"
+
+
 def run(quick=False, seconds=None, clients=4, bulk_rows=None, rows=None, repeat=None):
     seconds = seconds or (2 if quick else 5)
     repeat = repeat or (2 if quick else 9)
@@ -157,7 +162,7 @@ class WriteBench:
         """The database of `config` for the whole run: the source table, and
         what the configuration adds to it."""
         import psycopg
-        dbname = f"w_{config}"
+        dbname = database_name(config)
         with fresh_database(self.cluster, dbname) as dsn, \
                 psycopg.connect(dsn, autocommit=True) as conn:
             self._source(conn)
@@ -244,11 +249,10 @@ class WriteBench:
     def _pgbench(self, config, test):
         """TPS of `test` (update, insert) in `config`'s database, one burst."""
         self.connections[config].execute("CHECKPOINT")
-        dbname = f"w_{config}"
         script = self.scripts[("floor_" if config == "floor" else "") + test]
         command = [PGBENCH, "-n", "-c", str(self.clients), "-j", str(min(self.clients, os.cpu_count())),
                    "-T", str(self.seconds), "-f", script,
-                   "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", dbname]
+                   "-h", "127.0.0.1", "-p", str(self.cluster.port), "-U", "postgres", database_name(config)]
         result = subprocess.run(command, capture_output=True, text=True)
         match = re.search(r"^tps = ([\d.]+)", result.stdout, re.MULTILINE)
         if result.returncode != 0 or not match:

@@ -79,8 +79,13 @@ class OnnxEncoder:
 
     def _run(self, texts):
         """One InferenceSession.run over a padded batch."""
+        return self.session.run(["embedding"], self._inputs(texts))[0]
+
+    def _inputs(self, texts):
+        """The graph's inputs for `texts`: token ids and attention mask
+        (int64, texts x tokens), padded to the longest text."""
         import numpy
         encodings = self.tokenizer.encode_batch(texts)
-        ids = numpy.array([e.ids for e in encodings], dtype=numpy.int64)
-        mask = numpy.array([e.attention_mask for e in encodings], dtype=numpy.int64)
-        return self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        return {"input_ids": numpy.array([e.ids for e in encodings], dtype=numpy.int64),
+                "attention_mask": numpy.array([e.attention_mask for e in encodings],
+                                              dtype=numpy.int64)}
