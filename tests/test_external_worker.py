@@ -218,6 +218,33 @@ def test_poll_interval_takes_durations(cluster, dbname, conn, fake_model, tmp_pa
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("value, message", [
+    ("0", "argument --batches-in-flight: not a positive integer: '0'"),
+    ("-3", "argument --batches-in-flight: not a positive integer: '-3'"),
+    ("eight", "argument --batches-in-flight: not a positive integer: 'eight'"),
+    ("65", "argument --batches-in-flight: at most 64, not 65"),
+    ("100000", "argument --batches-in-flight: at most 64, not 100000"),
+])
+def test_batches_in_flight_out_of_range_is_refused_before_connecting(cluster, dbname, conn,
+                                                                     fake_model, tmp_path,
+                                                                     value, message):
+    """An operator's typo never starts a worker that would lease without
+    bound (or not at all): the command line and the library refuse it, and
+    the pipeline is left as it was."""
+    create_docs(conn, numbered_docs(range(1, 21)))
+    create_pipeline(conn)
+    result = run_cli("-d", cluster.dsn(dbname), "--batches-in-flight", value, "--once",
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"aidb worker: error: {message}"
+    assert "Traceback" not in result.stderr
+    if value.lstrip("-").isdigit():
+        with pytest.raises(ValueError, match="batches_in_flight must be 1 to 64"):
+            aidb.Worker(cluster.dsn(dbname), pipelines=["p"], batches_in_flight=int(value))
+    assert pending(conn) == 20 and destination_count(conn) == 0
+    assert conn.execute("SELECT count(*) FROM aidb.worker_heartbeats").fetchone()[0] == 0
+
+
 def read_metrics(port):
     """{(metric, pipeline or None): value} from the worker's /metrics (empty
     until it listens)."""

@@ -37,7 +37,7 @@ def build_parser():
     worker.add_argument("-c", "--concurrency", type=_positive_int,
                         default=env("CONCURRENCY", "1"),
                         help="batches processed at once (default 1)")
-    worker.add_argument("--batches-in-flight", type=_positive_int,
+    worker.add_argument("--batches-in-flight", type=_batches_in_flight,
                         default=env("BATCHES_IN_FLIGHT", str(DEFAULT_BATCHES_IN_FLIGHT)),
                         help="batches per slot and pipeline waiting for the model while the "
                              f"oldest is written: hides model latency (default "
@@ -69,6 +69,15 @@ def _positive_int(text):
     return int(text)
 
 
+def _batches_in_flight(text):
+    """A positive integer up to MAX_BATCHES_IN_FLIGHT, refused by argparse
+    like any bad argument (the environment's value too)."""
+    value = _positive_int(text)
+    if value > MAX_BATCHES_IN_FLIGHT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BATCHES_IN_FLIGHT}, not {value}")
+    return value
+
+
 def main(argv=None):
     load_dotenv()
     parser = build_parser()
@@ -78,9 +87,6 @@ def main(argv=None):
         parser.error("no database: pass -d/--db-url or set AIDB_WORKER_DB_URL")
     pipelines = args.pipelines or [name.strip() for name in (env("PIPELINE") or "").split(",")
                                    if name.strip()]
-    if args.batches_in_flight > MAX_BATCHES_IN_FLIGHT:
-        parser.error(f"--batches-in-flight: at most {MAX_BATCHES_IN_FLIGHT}, "
-                     f"not {args.batches_in_flight}")
     worker = Worker(args.db_url, pipelines=pipelines, poll_interval=args.poll_interval,
                     concurrency=args.concurrency, once=args.once,
                     batches_in_flight=args.batches_in_flight)
