@@ -344,9 +344,9 @@ def pass_rates(texts, batch, repeat, encode):
 class RawModel:
     """The bare model that aidb's local models wrap, in a /usr/bin/python3
     subprocess with the engine's dependencies (the dev venv has no torch):
-    backend "torch", the sentence-transformers model; "onnx" or "onnx-int8",
-    the installed ONNX export run by the engine's OnnxEncoder (ONNX Runtime
-    and the tokenizer, no database). It stays up between passes, so it warms
+    backend "torch", the sentence-transformers model; "onnx", "onnx-int8" or
+    "openvino", the installed export run by the engine's own encoder (ONNX
+    Runtime or OpenVINO and the tokenizer, no database). It stays up between passes, so it warms
     up once, as the model inside a PostgreSQL backend does. Nothing else
     should run during a pass: both runtimes use every core.
 
@@ -404,8 +404,8 @@ def _raw_worker():
     if setup["backend"] == "torch":
         encode = _raw_torch_encoder(setup["model_batch"])
     else:
-        encode = _raw_onnx_encoder(setup["engine_dir"], setup["model_batch"],
-                                   setup["backend"] == "onnx-int8")
+        encode = _raw_exported_encoder(setup["engine_dir"], setup["model_batch"],
+                                       setup["backend"])
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
@@ -428,12 +428,19 @@ def _raw_torch_encoder(model_batch):
                                       convert_to_numpy=True)
 
 
-def _raw_onnx_encoder(engine_dir, model_batch, quantized):
-    """encode(chunk) with the installed ONNX export, through the engine's
-    own OnnxEncoder (python/aidb/models/onnx_runtime.py)."""
+def _raw_exported_encoder(engine_dir, model_batch, backend):
+    """encode(chunk) with the installed export, through the engine's own
+    OnnxEncoder or OpenVinoEncoder (python/aidb/models/onnx_runtime.py,
+    openvino_runtime.py)."""
     sys.path.insert(0, os.path.join(engine_dir, "engine"))
-    from aidb.models.onnx_runtime import OnnxEncoder, exported_model_dir
-    encoder = OnnxEncoder(exported_model_dir("all-MiniLM-L6-v2"), quantized=quantized)
+    from aidb.models.exported_model import exported_model_dir
+    model_dir = exported_model_dir("all-MiniLM-L6-v2")
+    if backend == "openvino":
+        from aidb.models.openvino_runtime import OpenVinoEncoder
+        encoder = OpenVinoEncoder(model_dir)
+    else:
+        from aidb.models.onnx_runtime import OnnxEncoder
+        encoder = OnnxEncoder(model_dir, quantized=backend == "onnx-int8")
     return lambda chunk: encoder.encode(chunk, model_batch)
 
 

@@ -106,10 +106,10 @@ SELECT pg_catalog.pg_extension_config_dump('aidb.model_registry', 'WHERE name <>
 SELECT pg_catalog.pg_extension_config_dump('aidb.model_credentials', '');
 
 -- The embedded default: all-MiniLM-L6-v2, in-process, offline, no key, on
--- ONNX Runtime (python/aidb/models/local_embeddings.py says why).
+-- OpenVINO (python/aidb/models/local_embeddings.py says why).
 INSERT INTO aidb.model_registry (name, provider, config)
 VALUES ('minilm', 'local_embeddings',
-        '{"model": "all-MiniLM-L6-v2", "max_batch_size": 16, "backend": "onnx", "device": "auto"}');
+        '{"model": "all-MiniLM-L6-v2", "max_batch_size": 16, "backend": "openvino", "device": "auto"}');
 -- upgrade: skip end
 
 CREATE VIEW aidb.models AS

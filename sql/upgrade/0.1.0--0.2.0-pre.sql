@@ -151,10 +151,10 @@ BEGIN
 END
 $rename$;
 
--- The pre-registered model runs on ONNX Runtime, as in a fresh install
+-- The pre-registered model runs on OpenVINO, as in a fresh install
 -- (10_models.sql), unless its owner changed it. Local models a user made
 -- keep torch: a config without "backend" means torch (local_embeddings.py).
 UPDATE aidb.model_registry
-   SET config = config || '{"backend": "onnx", "device": "auto", "max_batch_size": 16}'
+   SET config = config || '{"backend": "openvino", "device": "auto", "max_batch_size": 16}'
  WHERE name = 'minilm' AND provider = 'local_embeddings'
    AND config = '{"model": "all-MiniLM-L6-v2", "max_batch_size": 64}';

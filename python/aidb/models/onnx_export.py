@@ -10,13 +10,16 @@ For each bundled model, DIR/<model>/ receives:
   (one Attention node per layer, fused layer norms and GELU);
 - `model-int8.onnx`: the same, MatMul weights quantized to int8 per
   channel, activations per batch (dynamic);
+- `model-openvino.xml` and `.bin`: the graph before ONNX Runtime's fusions
+  (OpenVINO reads standard ONNX operators only, not ONNX Runtime's fused
+  com.microsoft ones) converted to OpenVINO's own format, float32 weights;
 - `tokenizer.json` and `settings.json` (the truncation length the
   sentence-transformers model uses), so that the runtime needs neither
   torch nor sentence-transformers;
 - `.stamp`: what the files were made from; a second run with the same
   inputs does nothing.
 
-The runtime side is `onnx_runtime.py`. docs/architecture.md, "The local
+The runtime side is `onnx_runtime.py` and `openvino_runtime.py`. docs/architecture.md, "The local
 model", says why the export happens here and not at run time.
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model-int8.onnx"
+OPENVINO_FILE = "model-openvino.xml"         # and model-openvino.bin, its weights
 TOKENIZER_FILE = "tokenizer.json"
 SETTINGS_FILE = "settings.json"
 STAMP_FILE = ".stamp"
@@ -54,7 +58,8 @@ def stamp_for(model_path):
     digest = hashlib.sha256(Path(__file__).read_bytes())
     for name in ("model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
         digest.update((model_path / name).read_bytes())
-    for distribution in ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime"):
+    for distribution in ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime",
+                         "openvino"):
         digest.update(f"{distribution}=={version(distribution)};".encode())
     return digest.hexdigest()
 
@@ -125,6 +130,15 @@ def fuse_model(target, settings):
     fused.save_model_to_file(str(target / ONNX_FILE))
 
 
+def convert_to_openvino(target):
+    """model-openvino.xml (+ .bin) from the unfused model.onnx. Weights stay
+    float32: the runtime picks the precision it computes in (bfloat16 where
+    the CPU has it, openvino_runtime.py)."""
+    import openvino
+    model = openvino.convert_model(str(target / ONNX_FILE))
+    openvino.save_model(model, str(target / OPENVINO_FILE), compress_to_fp16=False)
+
+
 def quantize_model(target):
     """model-int8.onnx: MatMul weights as int8 per channel, activations
     quantized per batch. The fused graph's com.microsoft nodes defeat shape
@@ -154,6 +168,7 @@ def export_bundled(root, model_name, package_name):
     work = Path(tempfile.mkdtemp(prefix=f".{model_name}.", dir=root))
     try:
         settings = export_model(model_path, work)
+        convert_to_openvino(work)
         fuse_model(work, settings)
         quantize_model(work)
         (work / STAMP_FILE).write_text(stamp)
@@ -174,7 +189,7 @@ def main(argv=None):
     """Command line: export every bundled model into the directory given."""
     from .local_embeddings import BUNDLED_MODELS
     # The tracer's and the quantizer's advice is for model authors: the
-    # export is checked against torch by tests/test_local_model_onnx.py.
+    # export is checked against torch by tests/test_local_model_backends.py.
     warnings.filterwarnings("ignore")
     logging.getLogger().setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
