@@ -10,7 +10,7 @@ ones), and its speed over the float model's, taking turns, median of 3.
 
 Runs with the engine's own Python and dependencies (no database; not in
 run_all.py). The float export is within 0.9999 of torch
-(tests/test_local_model_onnx.py), so cosine against it stands for cosine
+(tests/test_local_model_backends.py), so cosine against it stands for cosine
 against torch. Results: printed, and bench/results/quantization-<date>.json.
 """
 

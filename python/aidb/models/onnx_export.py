@@ -19,7 +19,7 @@ For each bundled model, DIR/<model>/ receives:
 - `.stamp`: what the files were made from; a second run with the same
   inputs does nothing.
 
-The runtime side is `onnx_runtime.py` and `openvino_runtime.py`. docs/architecture.md, "The local
+The runtime side is `openvino_runtime.py` and `onnx_runtime.py`. docs/architecture.md, "The local
 model", says why the export happens here and not at run time.
 """
 
