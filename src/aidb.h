@@ -14,6 +14,7 @@
  *   worker.c     the per-pipeline worker loop
  *   dropdb.c     stops a database's workers before DROP DATABASE
  *   capture.c    the capture trigger's fast path: keys straight into a backlog
+ *   pending_keys.c  keys held from a statement's row trigger to its statement trigger
  *   dependency.c ties per-pipeline objects to the extension (DROP EXTENSION)
  *
  * src/README.md draws the launcher's and a worker's states and transitions.
@@ -116,6 +117,14 @@ extern bool aidb_start_discovery_worker(Oid dboid, uint64 generation,
 										BackgroundWorkerHandle **handle);
 extern bool aidb_start_pipeline_worker(AidbPipelineEntry *entry, BackgroundWorkerHandle **handle);
 extern void aidb_install_dropdb_hook(void);
+
+/* ---- keys held between a statement's row and statement triggers (pending_keys.c) ---- */
+
+/* Appends `count` keys of type `key_type` to a pipeline's backlog. */
+typedef void (*PendingKeysWriter) (void *arg, Datum *keys, int count, Oid key_type);
+extern bool aidb_pending_keys_add(int32 pipeline_id, Oid key_type, bool key_byval,
+								  int16 key_len, Datum key);
+extern int	aidb_pending_keys_write(int32 pipeline_id, PendingKeysWriter write, void *arg);
 
 /* ---- older releases' SQL (compat.c) ---- */
 extern const char *aidb_outdated_sql_version(void);

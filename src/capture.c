@@ -1,14 +1,19 @@
 /*
  * capture.c — the fast path of change capture: aidb._capture_keys(), the
- * statement-level AFTER INSERT / UPDATE trigger of a table pipeline that is
- * not Live.
+ * AFTER INSERT / UPDATE triggers of a table pipeline that is not Live:
+ *
+ * - INSERT, for each row: holds the row's key (pending_keys.c);
+ * - INSERT, for each statement: writes the keys its rows' triggers held;
+ * - UPDATE, for each statement, with transition tables: compares old and
+ *   new rows and writes the keys whose content changed.
  *
  * Why C: a single-row INSERT into a table with a PL/pgSQL capture trigger
  * (SECURITY DEFINER, fixed search_path, an INSERT ... SELECT from the
  * transition table) ran at about half the speed of the bare table. This
  * function appends the keys straight to the pipeline's backlog through the
  * table AM, without the executor, SPI, a user switch or a GUC change, and
- * costs the writer a few microseconds per statement.
+ * costs the writer a few microseconds per statement. Why a row trigger for
+ * INSERT: pending_keys.c.
  *
  * It only appends keys. Whatever needs more, it hands to the pipeline's
  * PL/pgSQL capture function aidb._capture_<id>() (pipeline/capture.py), as if
@@ -73,26 +78,31 @@ typedef struct CaptureTarget
 	int64		enqueued;
 } CaptureTarget;
 
-/* Reject calls that are not aidb's own statement-level AFTER triggers. */
+/*
+ * Reject calls that are not one of aidb's own AFTER triggers: INSERT for each
+ * row or statement (a statement trigger of an older release may still have a
+ * transition table: its rows are captured too), UPDATE for each statement
+ * with both transition tables.
+ */
 static void
 check_trigger_call(FunctionCallInfo fcinfo)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	int			event;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("aidb._capture_keys() may only be called as a trigger")));
-	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		!(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
-		  TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event)) ||
-		trigdata->tg_trigger->tgnargs != 3 || trigdata->tg_newtable == NULL ||
-		(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) && trigdata->tg_oldtable == NULL))
+	event = trigdata->tg_event;
+	if (!TRIGGER_FIRED_AFTER(event) || trigdata->tg_trigger->tgnargs != 3 ||
+		!(TRIGGER_FIRED_BY_INSERT(event) ||
+		  (TRIGGER_FIRED_BY_UPDATE(event) && TRIGGER_FIRED_FOR_STATEMENT(event) &&
+		   trigdata->tg_oldtable != NULL && trigdata->tg_newtable != NULL)))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("aidb._capture_keys() must be an AFTER INSERT or UPDATE statement trigger "
-						"with transition tables, created by aidb")));
+				 errmsg("aidb._capture_keys() must be an AFTER INSERT trigger or an AFTER UPDATE "
+						"statement trigger with transition tables, created by aidb")));
 }
 
 /* The attribute number of a column of the trigger's table, by name. */
@@ -468,6 +478,108 @@ enqueue_changed_rows(CaptureTarget *target, Tuplestorestate *old_rows,
 }
 
 /*
+ * Append keys held for the pipeline (PendingKeysWriter) to its backlog, as
+ * the trigger `arg` (a TriggerData) would append its own: the backlog is
+ * checked against the trigger's table, and must hold keys of their type.
+ */
+static void
+write_held_keys(void *arg, Datum *keys, int count, Oid key_type)
+{
+	TriggerData *trigdata = (TriggerData *) arg;
+	CaptureTarget target;
+	Oid			backlog_key_type;
+
+	open_target(&target, trigdata, count);
+	backlog_key_type = TupleDescAttr(RelationGetDescr(target.backlog), 0)->atttypid;
+	if (backlog_key_type != key_type)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("aidb pipeline %d cannot capture changes of table \"%s\": its backlog "
+						"holds keys of type %s, not %s", target.pipeline_id,
+						RelationGetRelationName(trigdata->tg_relation),
+						format_type_be(backlog_key_type), format_type_be(key_type))));
+	for (int i = 0; i < count; i++)
+		enqueue_key(&target, keys[i]);
+	close_target(&target);
+}
+
+/* Write the keys held for the trigger's pipeline; asks for its worker if any. */
+static void
+write_pending_keys(TriggerData *trigdata)
+{
+	int32		pipeline_id = pg_strtoint32(trigdata->tg_trigger->tgargs[0]);
+
+	if (aidb_pending_keys_write(pipeline_id, write_held_keys, trigdata) > 0)
+		aidb_request_wakeup(pipeline_id, false);
+}
+
+/*
+ * What the row trigger needs of its table, looked up on its first row and
+ * kept while the same trigger fires on the same table with the key column
+ * unchanged (same name, same type): not once per row of a bulk insert.
+ */
+static struct
+{
+	Oid			trigger_oid;
+	Oid			relation_oid;
+	AttrNumber	key_attnum;
+	Oid			column_type;	/* the key column's type, domain or not */
+	Oid			key_type;		/* its base type: what the backlog holds */
+} row_trigger_facts;
+
+/* The key column of the row trigger's table: its number and base type. */
+static void
+row_trigger_key(TriggerData *trigdata, AttrNumber *attnum, Oid *key_type)
+{
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	const char *column = trigdata->tg_trigger->tgargs[1];
+	AttrNumber	cached = row_trigger_facts.key_attnum;
+
+	if (row_trigger_facts.trigger_oid != trigdata->tg_trigger->tgoid ||
+		row_trigger_facts.relation_oid != RelationGetRelid(trigdata->tg_relation) ||
+		cached < 1 || cached > desc->natts ||
+		TupleDescAttr(desc, cached - 1)->attisdropped ||
+		TupleDescAttr(desc, cached - 1)->atttypid != row_trigger_facts.column_type ||
+		strcmp(NameStr(TupleDescAttr(desc, cached - 1)->attname), column) != 0)
+	{
+		AttrNumber	found = source_attnum(trigdata->tg_relation, column);
+
+		row_trigger_facts.trigger_oid = trigdata->tg_trigger->tgoid;
+		row_trigger_facts.relation_oid = RelationGetRelid(trigdata->tg_relation);
+		row_trigger_facts.key_attnum = found;
+		row_trigger_facts.column_type = TupleDescAttr(desc, found - 1)->atttypid;
+		row_trigger_facts.key_type = getBaseType(row_trigger_facts.column_type);
+	}
+	*attnum = row_trigger_facts.key_attnum;
+	*key_type = row_trigger_facts.key_type;
+}
+
+/*
+ * INSERT, for each row: hold the new row's key until the statement trigger
+ * writes it (or write the pipeline's held keys now, if they reached the
+ * limit). A NULL key (a unique column may hold NULLs) has nothing to embed.
+ */
+static void
+hold_row_key(TriggerData *trigdata)
+{
+	int32		pipeline_id = pg_strtoint32(trigdata->tg_trigger->tgargs[0]);
+	TupleDesc	desc = RelationGetDescr(trigdata->tg_relation);
+	AttrNumber	attnum;
+	Oid			key_type;
+	bool		isnull;
+	Datum		key;
+	Form_pg_attribute attr;
+
+	row_trigger_key(trigdata, &attnum, &key_type);
+	key = slot_getattr(trigdata->tg_trigslot, attnum, &isnull);
+	if (isnull)
+		return;
+	attr = TupleDescAttr(desc, attnum - 1);
+	if (aidb_pending_keys_add(pipeline_id, key_type, attr->attbyval, attr->attlen, key))
+		write_pending_keys(trigdata);
+}
+
+/*
  * Run the pipeline's general capture function aidb._capture_<id>() on this
  * statement, as if it were the trigger function: it sees the same trigger
  * data, transition tables included, and runs as the pipeline's owner
@@ -490,9 +602,9 @@ call_capture_function(FunctionCallInfo fcinfo, int32 pipeline_id)
 }
 
 /*
- * aidb._capture_keys(): trigger function (see the file header). Appends the
- * statement's new or changed keys to the backlog and asks for the pipeline's
- * worker to wake when we commit.
+ * aidb._capture_keys(): trigger function (see the file header). Holds an
+ * inserted row's key, or appends the statement's new or changed keys to the
+ * backlog and asks for the pipeline's worker to wake when we commit.
  */
 Datum
 aidb_capture_keys(PG_FUNCTION_ARGS)
@@ -503,6 +615,18 @@ aidb_capture_keys(PG_FUNCTION_ARGS)
 	bool		handled = true;
 
 	check_trigger_call(fcinfo);
+	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+	{
+		hold_row_key(trigdata);
+		return PointerGetDatum(NULL);
+	}
+	/*
+	 * Keys held by this statement's row triggers. An UPDATE that moves rows
+	 * to another partition inserts them there, and fires its row triggers.
+	 */
+	write_pending_keys(trigdata);
+	if (trigdata->tg_newtable == NULL)	/* INSERT: its rows' triggers did the rest */
+		return PointerGetDatum(NULL);
 	desc = RelationGetDescr(trigdata->tg_relation);
 	open_target(&target, trigdata, tuplestore_tuple_count(trigdata->tg_newtable));
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))

@@ -426,14 +426,18 @@ CREATE FUNCTION aidb._capture_enqueue(p aidb.pipeline_registry, key_type text, k
                     '_backlog_' || p.id, keys, p.id) END
 $$;
 
--- The capture triggers of table pipeline `p` (created or replaced): INSERT
--- and UPDATE through the C fast path, unless the pipeline is Live (then the
--- engine runs in the trigger, through the capture function); DELETE and
--- TRUNCATE through the capture function. A source_filter may read any
--- column, so the fast path then compares whole rows (data column '').
--- A partitioned source gets them on every partition too: statement triggers
--- fire only for the table a statement names, and writes may name a
--- partition (new partitions get theirs from part 70's event trigger).
+-- The capture triggers of a table pipeline, on its source: INSERT and UPDATE
+-- through the C fast path, unless the pipeline is Live (then the engine runs
+-- in the trigger, through the capture function); DELETE and TRUNCATE through
+-- the capture function. The fast path's INSERT is a row trigger that holds
+-- each row's key and a statement trigger that writes them: no transition
+-- table of whole rows (src/pending_keys.c says why). A source_filter may
+-- read any column, so the fast path then compares whole rows (data column '').
+-- A partitioned source gets the statement triggers on every partition too:
+-- they fire only for the table a statement names, and writes may name a
+-- partition; row triggers go on the leaf partitions alone (a row trigger on
+-- the partitioned table would be cloned onto each). New partitions get
+-- theirs from part 70's event trigger.
 CREATE FUNCTION aidb._create_capture_triggers(p aidb.pipeline_registry)
     RETURNS void
     LANGUAGE plpgsql
@@ -443,32 +447,51 @@ DECLARE
     capture text := format('aidb.%I()', '_capture_' || p.id);
     fast text := format('aidb._capture_keys(%L, %L, %L)', p.id, p.source_key_column,
                         CASE WHEN p.source_filter IS NULL THEN p.source_data_column ELSE '' END);
+    live boolean := p.auto_processing = 'Live';
     event record;
-    target regclass;
+    target record;
+    trigger_name text;
     call text;
 BEGIN
-    FOR target IN SELECT t.relid FROM pg_partition_tree(p.source) t
-                  UNION SELECT p.source    -- (not partitioned: no tree)
+    FOR target IN SELECT c.oid::regclass AS relation, c.relkind <> 'p' AS leaf
+                  FROM pg_class c
+                  WHERE c.oid IN (SELECT t.relid FROM pg_partition_tree(p.source) t
+                                  UNION SELECT p.source)    -- (not partitioned: no tree)
     LOOP
         FOR event IN
             SELECT * FROM (VALUES
-                ('insert',   'INSERT',   'REFERENCING NEW TABLE AS aidb_new',                       true),
-                ('update',   'UPDATE',   'REFERENCING OLD TABLE AS aidb_old NEW TABLE AS aidb_new', true),
-                ('delete',   'DELETE',   'REFERENCING OLD TABLE AS aidb_old',                       false),
-                ('truncate', 'TRUNCATE', '',                                                        false)
-            ) AS e(name, verb, referencing, fast_path)
+                ('insert',     'INSERT',   'STATEMENT', 'REFERENCING NEW TABLE AS aidb_new'),
+                ('insert_row', 'INSERT',   'ROW',       ''),
+                ('update',     'UPDATE',   'STATEMENT', 'REFERENCING OLD TABLE AS aidb_old NEW TABLE AS aidb_new'),
+                ('delete',     'DELETE',   'STATEMENT', 'REFERENCING OLD TABLE AS aidb_old'),
+                ('truncate',   'TRUNCATE', 'STATEMENT', '')
+            ) AS e(name, verb, level, referencing)
         LOOP
-            call := CASE WHEN event.fast_path AND p.auto_processing <> 'Live' THEN fast
+            trigger_name := 'aidb_' || p.id || '_' || event.name;
+            IF event.name = 'insert_row' AND (live OR NOT target.leaf) THEN
+                IF EXISTS (SELECT FROM pg_trigger t
+                           WHERE t.tgrelid = target.relation AND t.tgname = trigger_name) THEN
+                    EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, target.relation);
+                END IF;
+                CONTINUE;
+            END IF;
+            call := CASE WHEN event.verb IN ('INSERT', 'UPDATE') AND NOT live THEN fast
                          ELSE capture END;
+            IF event.name = 'insert' AND NOT live THEN
+                event.referencing := '';        -- the row triggers hold the keys
+            END IF;
             -- A trigger that is already right is left alone: re-creating it
             -- would re-enable one the table's owner disabled (a bulk load).
             CONTINUE WHEN EXISTS (
                 SELECT FROM pg_trigger t
-                WHERE t.tgrelid = target AND t.tgname = 'aidb_' || p.id || '_' || event.name
+                WHERE t.tgrelid = target.relation AND t.tgname = trigger_name
+                  AND (t.tgtype & 1 = 1) = (event.level = 'ROW')
+                  AND (t.tgnewtable IS NOT NULL) = (event.referencing LIKE '%NEW TABLE%')
+                  AND (t.tgoldtable IS NOT NULL) = (event.referencing LIKE '%OLD TABLE%')
                   AND pg_get_triggerdef(t.oid) LIKE '%EXECUTE FUNCTION ' || replace(call, '%', '\%'));
-            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT '
-                           'EXECUTE FUNCTION %s', 'aidb_' || p.id || '_' || event.name, event.verb,
-                           target, event.referencing, call);
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH %s '
+                           'EXECUTE FUNCTION %s', trigger_name, event.verb, target.relation,
+                           event.referencing, event.level, call);
         END LOOP;
     END LOOP;
 END
@@ -531,7 +554,8 @@ BEGIN
         SELECT format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass)
         FROM pg_trigger t JOIN pg_proc f ON f.oid = t.tgfoid
         WHERE t.tgname IN (SELECT 'aidb_' || pipeline_id || '_' || e
-                           FROM unnest(ARRAY['insert', 'update', 'delete', 'truncate']) e)
+                           FROM unnest(ARRAY['insert', 'insert_row', 'update', 'delete',
+                                             'truncate']) e)
           AND f.pronamespace = 'aidb'::regnamespace
           AND f.proname IN ('_capture_keys', '_capture_' || pipeline_id)
     LOOP

@@ -1,0 +1,196 @@
+"""INSERT capture holds keys between a statement's row and statement
+triggers (src/pending_keys.c): every committed row's key reaches the
+backlog exactly once per insert, and nothing of what rolled back does,
+whatever nests between the two triggers: savepoints, subtransactions of
+other triggers that fail, statements of millions of rows, partitions,
+rows that an UPDATE moves to another partition.
+
+The pipelines here are Disabled: nothing takes keys out of the backlog, so
+it holds exactly what capture wrote.
+"""
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tests.support.common import TEST_API_KEY
+from tests.support.pipeline_checks import create_fake_model, create_pipeline
+
+
+@pytest.fixture
+def owner(aidb_user, model_server):
+    """An aidb user with the test server's model, and its schema's name."""
+    role, user = aidb_user
+    create_fake_model(user, model_server.url, TEST_API_KEY)
+    return role, user
+
+
+def backlog_of(conn, name="p"):
+    pipeline_id = conn.execute("SELECT id FROM aidb.pipeline_registry WHERE name = %s",
+                               (name,)).fetchone()[0]
+    return f"aidb._backlog_{pipeline_id}"
+
+
+def queued(conn, backlog):
+    """Backlog rows per key."""
+    return dict(conn.execute(f"SELECT key, count(*) FROM {backlog} GROUP BY key"))
+
+
+def insert_trigger_levels(conn, table):
+    """(trigger name suffix, ROW or STATEMENT, has a new transition table) of
+    aidb's INSERT triggers on `table`."""
+    return sorted(conn.execute("""
+        SELECT regexp_replace(tgname, '^aidb_[0-9]+_', ''),
+               CASE WHEN tgtype & 1 = 1 THEN 'ROW' ELSE 'STATEMENT' END,
+               tgnewtable IS NOT NULL
+        FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname ~ '^aidb_[0-9]+_insert'""",
+                              (table,)).fetchall())
+
+
+def test_insert_capture_is_a_row_and_a_statement_trigger_without_transition_table(owner):
+    role, user = owner
+    user.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
+    create_pipeline(user, source="src")
+    assert insert_trigger_levels(user, "src") == [("insert", "STATEMENT", False),
+                                                  ("insert_row", "ROW", False)]
+    # Live captures in the engine, through the capture function: no row trigger.
+    user.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Live')")
+    assert insert_trigger_levels(user, "src") == [("insert", "STATEMENT", True)]
+    user.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Disabled')")
+    assert insert_trigger_levels(user, "src") == [("insert", "STATEMENT", False),
+                                                  ("insert_row", "ROW", False)]
+
+
+def test_a_failed_nested_insert_keeps_the_outer_statements_keys(owner):
+    """A user's row trigger inserts into the same source inside an exception
+    block, which fails for even ids: the nested statement's trigger writes
+    keys while the outer statement still holds some, and its subtransaction
+    rolls back. Every outer row, and the nested rows that stayed, must be
+    queued once; the rolled-back nested rows never."""
+    role, user = owner
+    user.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
+    create_pipeline(user, source="src")
+    user.execute("""
+        CREATE FUNCTION echo() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id < 1000 THEN
+                BEGIN
+                    INSERT INTO src VALUES (NEW.id + 1000, 'echo');
+                    IF NEW.id % 2 = 0 THEN
+                        RAISE EXCEPTION 'no echo for %', NEW.id;
+                    END IF;
+                EXCEPTION WHEN raise_exception THEN
+                    NULL;
+                END;
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER zz_echo AFTER INSERT ON src FOR EACH ROW EXECUTE FUNCTION echo();""")
+    user.execute("INSERT INTO src SELECT g, 'outer' FROM generate_series(1, 40) g")
+    committed = {row[0] for row in user.execute("SELECT id FROM src")}
+    assert committed == set(range(1, 41)) | {i + 1000 for i in range(1, 41, 2)}
+    assert queued(user, backlog_of(user)) == {key: 1 for key in committed}
+
+
+def test_a_statement_of_many_rows_writes_as_it_goes_and_loses_none(owner):
+    """Past 10,000 held keys the row trigger writes them itself: 25,001 rows,
+    25,001 backlog rows, one per key; then a rollback to a savepoint taken
+    before a second such statement drops all of its keys, written or held."""
+    role, user = owner
+    user.execute("CREATE TABLE src (id bigint PRIMARY KEY, body text)")
+    create_pipeline(user, source="src")
+    backlog = backlog_of(user)
+    with user.transaction():
+        user.execute("INSERT INTO src SELECT g, 'x' FROM generate_series(1, 25001) g")
+        user.execute("SAVEPOINT s")
+        user.execute("INSERT INTO src SELECT g, 'y' FROM generate_series(30001, 52000) g")
+        user.execute("ROLLBACK TO SAVEPOINT s")
+    counts = queued(user, backlog)
+    assert len(counts) == 25001 and set(counts.values()) == {1}
+    assert min(counts) == 1 and max(counts) == 25001
+
+
+def test_partitions_queue_each_row_once(owner):
+    """Row triggers on the leaves, statement triggers everywhere: rows
+    inserted through the parent, straight into a partition, and moved to
+    another partition by an UPDATE are all queued."""
+    role, user = owner
+    user.execute("""
+        CREATE TABLE src (id int PRIMARY KEY, body text) PARTITION BY RANGE (id);
+        CREATE TABLE src_low PARTITION OF src FOR VALUES FROM (0) TO (100);
+        CREATE TABLE src_high PARTITION OF src FOR VALUES FROM (100) TO (200)
+            PARTITION BY RANGE (id);
+        CREATE TABLE src_high_a PARTITION OF src_high FOR VALUES FROM (100) TO (200);""")
+    create_pipeline(user, source="src")
+    assert insert_trigger_levels(user, "src") == [("insert", "STATEMENT", False)]
+    assert insert_trigger_levels(user, "src_high") == [("insert", "STATEMENT", False)]
+    for leaf in ("src_low", "src_high_a"):
+        assert insert_trigger_levels(user, leaf) == [("insert", "STATEMENT", False),
+                                                     ("insert_row", "ROW", False)]
+    user.execute("INSERT INTO src SELECT g, 'via parent' FROM generate_series(1, 150, 7) g")
+    user.execute("INSERT INTO src_low VALUES (2, 'direct')")
+    user.execute("INSERT INTO src_high_a VALUES (199, 'direct')")
+    backlog = backlog_of(user)
+    expected = {key: 1 for key in list(range(1, 151, 7)) + [2, 199]}
+    assert queued(user, backlog) == expected
+    # A new partition gets its triggers (part 70's event trigger); its rows are queued.
+    user.execute("CREATE TABLE src_top PARTITION OF src FOR VALUES FROM (200) TO (300)")
+    assert insert_trigger_levels(user, "src_top") == [("insert", "STATEMENT", False),
+                                                      ("insert_row", "ROW", False)]
+    user.execute("INSERT INTO src VALUES (250, 'new partition')")
+    expected[250] = 1
+    assert queued(user, backlog) == expected
+    # An UPDATE that moves a row to another partition queues its key.
+    user.execute("UPDATE src SET id = 108, body = 'moved' WHERE id = 8")
+    assert queued(user, backlog).get(108, 0) >= 1
+
+
+# One step of a generated transaction: an INSERT of keys (a range; NULL keys
+# too), optionally in a savepoint that is rolled back or released.
+STEP = st.tuples(st.integers(0, 40),                 # first key, in tens
+                 st.integers(0, 30),                 # rows
+                 st.booleans(),                      # with a NULL key row
+                 st.sampled_from(["plain", "released", "rolled back"]))
+
+
+def insert(conn, keys, with_null):
+    """Rows for `keys` (and one with a NULL key): a statement per row for a
+    few, one INSERT ... SELECT for more."""
+    values = [(key, "b") for key in keys] + ([(None, "null key")] if with_null else [])
+    if len(values) < 3:
+        for value in values:
+            conn.execute("INSERT INTO gen VALUES (%s, %s)", value)
+    else:
+        conn.execute("INSERT INTO gen SELECT * FROM unnest(%s::int[], %s::text[])",
+                     ([v[0] for v in values], [v[1] for v in values]))
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(STEP, max_size=8), commit=st.booleans())
+def test_generated_transactions_queue_exactly_the_committed_rows(owner, steps, commit):
+    role, user = owner
+    user.execute("DROP TABLE IF EXISTS gen CASCADE")
+    user.execute("SELECT aidb.delete_pipeline(name) FROM aidb.pipelines WHERE name = 'g'")
+    # A unique key that may be NULL: rows without a key have nothing to embed.
+    user.execute("CREATE TABLE gen (id int UNIQUE, body text)")
+    create_pipeline(user, name="g", source="gen", source_key_column="id")
+    backlog = backlog_of(user, "g")
+    next_key = 0
+    expected = {}
+    with user.transaction():
+        for first, rows, with_null, kind in steps:
+            keys = list(range(next_key + first * 10, next_key + first * 10 + rows))
+            next_key = (keys[-1] + 1) if keys else next_key
+            if kind != "plain":
+                user.execute("SAVEPOINT s")
+            insert(user, keys, with_null)
+            if kind == "rolled back":
+                user.execute("ROLLBACK TO SAVEPOINT s")
+                continue
+            if kind == "released":
+                user.execute("RELEASE SAVEPOINT s")
+            expected.update({key: 1 for key in keys})
+        if not commit:
+            raise psycopg.Rollback()
+    assert queued(user, backlog) == (expected if commit else {})
