@@ -43,8 +43,6 @@ typedef struct PendingKeys
 {
 	int32		pipeline_id;
 	Oid			key_type;		/* every key's type: the first key's */
-	bool		key_byval;
-	int16		key_len;
 	int			count;
 	int			capacity;
 	Datum	   *keys;
@@ -105,7 +103,7 @@ pending_keys_subxact_callback(SubXactEvent event, SubTransactionId aborted,
 
 /* The held keys of a pipeline, created empty on first use. */
 static PendingKeys *
-pending_keys_of(int32 pipeline_id, Oid key_type, bool key_byval, int16 key_len)
+pending_keys_of(int32 pipeline_id, Oid key_type)
 {
 	PendingKeys *held;
 
@@ -125,8 +123,6 @@ pending_keys_of(int32 pipeline_id, Oid key_type, bool key_byval, int16 key_len)
 		held = MemoryContextAllocZero(TopTransactionContext, sizeof(PendingKeys));
 		held->pipeline_id = pipeline_id;
 		held->key_type = key_type;
-		held->key_byval = key_byval;
-		held->key_len = key_len;
 		held->capacity = 64;
 		held->keys = MemoryContextAlloc(TopTransactionContext, held->capacity * sizeof(Datum));
 		held->subxacts = MemoryContextAlloc(TopTransactionContext,
@@ -155,7 +151,7 @@ bool
 aidb_pending_keys_add(int32 pipeline_id, Oid key_type, bool key_byval, int16 key_len,
 					  Datum key)
 {
-	PendingKeys *held = pending_keys_of(pipeline_id, key_type, key_byval, key_len);
+	PendingKeys *held = pending_keys_of(pipeline_id, key_type);
 
 	if (held->count == held->capacity)
 	{

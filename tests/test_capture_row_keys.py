@@ -194,3 +194,30 @@ def test_generated_transactions_queue_exactly_the_committed_rows(owner, steps, c
         if not commit:
             raise psycopg.Rollback()
     assert queued(user, backlog) == (expected if commit else {})
+
+
+def test_keys_of_another_type_held_for_a_pipeline_are_refused(cluster, conn, owner):
+    """Only aidb attaches its capture function, but a superuser could attach
+    the row trigger, for pipeline p, to a table whose key is text: the keys
+    it holds must never reach p's integer backlog. The next key of p's own
+    source is refused, with an error; the server stays up, nothing is queued."""
+    role, user = owner
+    user.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
+    create_pipeline(user, source="src")
+    backlog = backlog_of(user)
+    pipeline_id = backlog.rsplit("_", 1)[1]
+    conn.execute("CREATE TABLE public.decoy (id text, body text)")
+    conn.execute("CREATE TRIGGER decoy AFTER INSERT ON public.decoy FOR EACH ROW "
+                 f"EXECUTE FUNCTION aidb._capture_keys('{pipeline_id}', 'id', 'body')")
+    started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+    try:
+        with pytest.raises(psycopg.errors.TriggerProtocolViolated) as refused:
+            with conn.transaction():
+                conn.execute("INSERT INTO public.decoy VALUES ('not an integer', 'x')")
+                conn.execute(f"INSERT INTO {role}.src VALUES (5, 'y')")
+        assert (f"aidb pipeline {pipeline_id} captured keys of types text and integer"
+                in refused.value.diag.message_primary)
+    finally:
+        conn.execute("DROP TABLE public.decoy")
+    assert conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started
+    assert queued(conn, backlog) == {}
