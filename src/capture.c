@@ -45,6 +45,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -60,6 +61,14 @@ PG_FUNCTION_INFO_V1(aidb_capture_keys);
  * row, for the INSERT ... SELECT and COPY statements that write thousands.
  */
 #define KEYS_PER_GROUP 1000
+
+/*
+ * Held keys of an INSERT this many or more go into one backlog row, as an
+ * array (column keys; key NULL), which a worker's claim splits into rows of
+ * one key (docs/architecture.md, "The batch protocol"): the writer pays for
+ * one row and its array instead of a row per key, a sixth of the WAL.
+ */
+#define KEYS_PER_SET 1000
 
 /* Where one trigger call appends keys, and what it compares. */
 typedef struct CaptureTarget
@@ -121,13 +130,16 @@ source_attnum(Relation source, const char *column)
 	return attnum;
 }
 
+#define BACKLOG_COLUMNS "its columns are not exactly (key, queued_at timestamptz, keys key[])"
+
 /*
  * Why the backlog is not the table aidb made, or NULL. Written through the
  * table AM, it must be exactly that: a plain table of schema aidb owned by a
  * superuser (pipeline owners may add and remove rows, never alter it), with
  * nothing that would run code or hide rows (triggers, rules, row security),
- * and the columns (key, queued_at) where key has the base type of the
- * source's key column as it is now. A datum written into a column of
+ * and the columns (key, queued_at, keys) where key has the base type of the
+ * source's key column as it is now and keys is an array of that type (both
+ * checked by check_backlog). A datum written into a column of
  * another type corrupts the table or crashes the server: that is what
  * ALTER TABLE source ALTER COLUMN key TYPE ... would otherwise lead to.
  */
@@ -138,6 +150,7 @@ backlog_problem(Relation backlog)
 	TupleDesc	desc = RelationGetDescr(backlog);
 	Form_pg_attribute key_attr;
 	Form_pg_attribute queued_attr;
+	Form_pg_attribute keys_attr;
 
 	if (rel->relkind != RELKIND_RELATION)
 		return "it is not a plain table";
@@ -149,16 +162,39 @@ backlog_problem(Relation backlog)
 		return "it has triggers or rules";
 	if (rel->relrowsecurity || rel->relforcerowsecurity)
 		return "it has row-level security enabled";
-	if (desc->natts != 2)		/* dropped columns count: their slots would be unset */
-		return "its columns are not exactly (key, queued_at timestamptz)";
+	if (desc->natts != 3)		/* dropped columns count: their slots would be unset */
+		return BACKLOG_COLUMNS;
 	key_attr = TupleDescAttr(desc, 0);
 	queued_attr = TupleDescAttr(desc, 1);
-	if (key_attr->attisdropped || queued_attr->attisdropped ||
+	keys_attr = TupleDescAttr(desc, 2);
+	if (key_attr->attisdropped || queued_attr->attisdropped || keys_attr->attisdropped ||
 		strcmp(NameStr(key_attr->attname), "key") != 0 ||
 		strcmp(NameStr(queued_attr->attname), "queued_at") != 0 ||
+		strcmp(NameStr(keys_attr->attname), "keys") != 0 ||
 		queued_attr->atttypid != TIMESTAMPTZOID)
-		return "its columns are not exactly (key, queued_at timestamptz)";
+		return BACKLOG_COLUMNS;
 	return NULL;
+}
+
+/* Refuse to write into a backlog that is not the table aidb made: why not. */
+static void
+refuse_backlog(Relation backlog, Relation source, int32 pipeline_id, const char *problem)
+{
+	/* After an install of a new release, an older release's backlog. */
+	const char *sql_version = aidb_outdated_sql_version();
+
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("aidb pipeline %d cannot capture changes of table \"%s\": "
+					"its backlog aidb.%s is not the table aidb made: %s",
+					pipeline_id, RelationGetRelationName(source),
+					RelationGetRelationName(backlog), problem),
+			 sql_version != NULL ?
+			 errdetail("This database has the SQL objects of aidb %s; the installed "
+					   "library is aidb %s.", sql_version, AIDB_VERSION) : 0,
+			 sql_version != NULL ?
+			 errhint("ALTER EXTENSION aidb UPDATE;") :
+			 errhint("Delete the pipeline with aidb.delete_pipeline() and create it again.")));
 }
 
 /* Refuse to write into a backlog that is not the table aidb made. */
@@ -170,23 +206,7 @@ check_backlog(Relation backlog, Relation source, AttrNumber key_attnum, int32 pi
 	Oid			backlog_key_type;
 
 	if (problem != NULL)
-	{
-		/* After an install of a new release, an older release's backlog. */
-		const char *sql_version = aidb_outdated_sql_version();
-
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("aidb pipeline %d cannot capture changes of table \"%s\": "
-						"its backlog aidb.%s is not the table aidb made: %s",
-						pipeline_id, RelationGetRelationName(source),
-						RelationGetRelationName(backlog), problem),
-				 sql_version != NULL ?
-				 errdetail("This database has the SQL objects of aidb %s; the installed "
-						   "library is aidb %s.", sql_version, AIDB_VERSION) : 0,
-				 sql_version != NULL ?
-				 errhint("ALTER EXTENSION aidb UPDATE;") :
-				 errhint("Delete the pipeline with aidb.delete_pipeline() and create it again.")));
-	}
+		refuse_backlog(backlog, source, pipeline_id, problem);
 	backlog_key_type = TupleDescAttr(RelationGetDescr(backlog), 0)->atttypid;
 	if (backlog_key_type != getBaseType(source_key->atttypid))
 		ereport(ERROR,
@@ -201,6 +221,9 @@ check_backlog(Relation backlog, Relation source, AttrNumber key_attnum, int32 pi
 				 errhint("Change the column back to type %s, or delete the pipeline with "
 						 "aidb.delete_pipeline() and create it again.",
 						 format_type_be(backlog_key_type))));
+	/* Checked after the key's: a retyped key column is the clearer message. */
+	if (TupleDescAttr(RelationGetDescr(backlog), 2)->atttypid != get_array_type(backlog_key_type))
+		refuse_backlog(backlog, source, pipeline_id, BACKLOG_COLUMNS);
 }
 
 /* Open the pipeline's backlog and its indexes, ready to append keys. */
@@ -256,6 +279,26 @@ open_target(CaptureTarget *target, TriggerData *trigdata, int64 expected_keys)
 	target->queued_at = GetCurrentTransactionStartTimestamp();
 }
 
+/* The index entries of a backlog row just written from `slot`. */
+static void
+insert_index_entries(CaptureTarget *target, TupleTableSlot *slot)
+{
+	ListCell   *index_lc,
+			   *info_lc;
+
+	forboth(index_lc, target->indexes, info_lc, target->index_infos)
+	{
+		Relation	index = (Relation) lfirst(index_lc);
+		IndexInfo  *info = (IndexInfo *) lfirst(info_lc);
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+
+		FormIndexDatum(info, slot, NULL, values, isnull);
+		index_insert(index, values, isnull, &slot->tts_tid, target->backlog,
+					 info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
+	}
+}
+
 /* Write the keys waiting in the group: backlog rows, then their index entries. */
 static void
 flush_group(CaptureTarget *target)
@@ -270,22 +313,8 @@ flush_group(CaptureTarget *target)
 						   GetCurrentCommandId(true), 0, target->bulk);
 	for (int i = 0; i < target->grouped; i++)
 	{
-		TupleTableSlot *slot = target->group[i];
-		ListCell   *index_lc,
-				   *info_lc;
-
-		forboth(index_lc, target->indexes, info_lc, target->index_infos)
-		{
-			Relation	index = (Relation) lfirst(index_lc);
-			IndexInfo  *info = (IndexInfo *) lfirst(info_lc);
-			Datum		values[INDEX_MAX_KEYS];
-			bool		isnull[INDEX_MAX_KEYS];
-
-			FormIndexDatum(info, slot, NULL, values, isnull);
-			index_insert(index, values, isnull, &slot->tts_tid, target->backlog,
-						 info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, info);
-		}
-		ExecClearTuple(slot);
+		insert_index_entries(target, target->group[i]);
+		ExecClearTuple(target->group[i]);
 	}
 	target->enqueued += target->grouped;
 	target->grouped = 0;
@@ -334,9 +363,39 @@ enqueue_key(CaptureTarget *target, Datum key)
 	slot->tts_isnull[0] = false;
 	slot->tts_values[1] = TimestampTzGetDatum(target->queued_at);
 	slot->tts_isnull[1] = false;
+	slot->tts_isnull[2] = true;	/* keys: this row holds one */
 	ExecStoreVirtualTuple(slot);
 	if (target->grouped == KEYS_PER_GROUP)
 		flush_group(target);
+}
+
+/*
+ * Append `count` keys as one backlog row: (NULL, queued_at, keys). The
+ * array is TOASTed (compressed, stored out of line) as any large value is.
+ */
+static void
+enqueue_key_set(CaptureTarget *target, Datum *keys, int count)
+{
+	TupleDesc	desc = RelationGetDescr(target->backlog);
+	Oid			key_type = TupleDescAttr(desc, 0)->atttypid;
+	TupleTableSlot *slot = table_slot_create(target->backlog, NULL);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(key_type, &typlen, &typbyval, &typalign);
+	ExecClearTuple(slot);
+	slot->tts_isnull[0] = true;
+	slot->tts_values[1] = TimestampTzGetDatum(target->queued_at);
+	slot->tts_isnull[1] = false;
+	slot->tts_values[2] = PointerGetDatum(construct_array(keys, count, key_type, typlen,
+														  typbyval, typalign));
+	slot->tts_isnull[2] = false;
+	ExecStoreVirtualTuple(slot);
+	table_tuple_insert(target->backlog, slot, GetCurrentCommandId(true), 0, NULL);
+	insert_index_entries(target, slot);
+	ExecDropSingleTupleTableSlot(slot);
+	target->enqueued += count;
 }
 
 /*
@@ -498,8 +557,13 @@ write_held_keys(void *arg, Datum *keys, int count, Oid key_type)
 						"holds keys of type %s, not %s", target.pipeline_id,
 						RelationGetRelationName(trigdata->tg_relation),
 						format_type_be(backlog_key_type), format_type_be(key_type))));
-	for (int i = 0; i < count; i++)
-		enqueue_key(&target, keys[i]);
+	if (count >= KEYS_PER_SET)
+		enqueue_key_set(&target, keys, count);
+	else
+	{
+		for (int i = 0; i < count; i++)
+			enqueue_key(&target, keys[i]);
+	}
 	close_target(&target);
 }
 

@@ -19,7 +19,7 @@ from tests.support.pipeline_checks import create_fake_model, create_pipeline
 
 TYPE_CHANGED = "the key column's type changed"
 NOT_AIDBS = "is not the table aidb made"
-COLUMNS = "its columns are not exactly (key, queued_at timestamptz)"
+COLUMNS = "its columns are not exactly (key, queued_at timestamptz, keys key[])"
 
 
 @pytest.fixture
@@ -127,6 +127,8 @@ TAMPERING = {
     "queued_at retyped": ("ALTER TABLE {b} ALTER COLUMN queued_at TYPE timestamp",
                           COLUMNS),
     "key retyped": ("ALTER TABLE {b} ALTER COLUMN key TYPE bigint", TYPE_CHANGED),
+    "sets retyped": ("ALTER TABLE {b} ALTER COLUMN keys TYPE bigint[]", COLUMNS),
+    "sets dropped": ("ALTER TABLE {b} DROP COLUMN keys", COLUMNS),
     "replaced by a view": ("ALTER TABLE {b} RENAME TO moved_away; "
                            "CREATE VIEW {b} AS SELECT 1 AS key, now() AS queued_at",
                            "not a plain table"),

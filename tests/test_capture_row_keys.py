@@ -2,11 +2,13 @@
 triggers (src/pending_keys.c): every committed row's key reaches the
 backlog exactly once per insert, and nothing of what rolled back does,
 whatever nests between the two triggers: savepoints, subtransactions of
-other triggers that fail, statements of millions of rows, partitions,
-rows that an UPDATE moves to another partition.
+other triggers that fail, statements of many rows, partitions, rows that an
+UPDATE moves to another partition. From 1,000 keys a statement's keys go
+into one backlog row as an array, which claims split: workers and
+run_pipeline process each of its keys once.
 
-The pipelines here are Disabled: nothing takes keys out of the backlog, so
-it holds exactly what capture wrote.
+The pipelines are Disabled unless a test says otherwise: nothing takes keys
+out of the backlog, so it holds exactly what capture wrote.
 """
 
 import psycopg
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.support.common import TEST_API_KEY
 from tests.support.pipeline_checks import create_fake_model, create_pipeline
+from tests.support.polling import wait_for
 
 
 @pytest.fixture
@@ -32,8 +35,16 @@ def backlog_of(conn, name="p"):
 
 
 def queued(conn, backlog):
-    """Backlog rows per key."""
-    return dict(conn.execute(f"SELECT key, count(*) FROM {backlog} GROUP BY key"))
+    """How often each key is queued, in rows of one key or in sets."""
+    return dict(conn.execute(f"""
+        SELECT k, count(*) FROM (SELECT key FROM {backlog} WHERE key IS NOT NULL
+                                 UNION ALL SELECT unnest(keys) FROM {backlog}) AS b(k)
+        GROUP BY k"""))
+
+
+def backlog_rows(conn, backlog):
+    """(rows of one key, rows holding a set) of the backlog."""
+    return conn.execute(f"SELECT count(key), count(keys) FROM {backlog}").fetchone()
 
 
 def insert_trigger_levels(conn, table):
@@ -93,9 +104,10 @@ def test_a_failed_nested_insert_keeps_the_outer_statements_keys(owner):
 
 
 def test_a_statement_of_many_rows_writes_as_it_goes_and_loses_none(owner):
-    """Past 10,000 held keys the row trigger writes them itself: 25,001 rows,
-    25,001 backlog rows, one per key; then a rollback to a savepoint taken
-    before a second such statement drops all of its keys, written or held."""
+    """Past 10,000 held keys the row trigger writes them itself: 25,001 rows
+    make three backlog rows of sets (10,000, 10,000, 5,001), each key once;
+    then a rollback to a savepoint taken before a second such statement drops
+    all of its keys, written or held."""
     role, user = owner
     user.execute("CREATE TABLE src (id bigint PRIMARY KEY, body text)")
     create_pipeline(user, source="src")
@@ -108,6 +120,9 @@ def test_a_statement_of_many_rows_writes_as_it_goes_and_loses_none(owner):
     counts = queued(user, backlog)
     assert len(counts) == 25001 and set(counts.values()) == {1}
     assert min(counts) == 1 and max(counts) == 25001
+    assert backlog_rows(user, backlog) == (0, 3)
+    assert user.execute(f"SELECT array_agg(cardinality(keys) ORDER BY cardinality(keys)) FROM {backlog}"
+                        ).fetchone()[0] == [5001, 10000, 10000]
 
 
 def test_partitions_queue_each_row_once(owner):
@@ -221,3 +236,30 @@ def test_keys_of_another_type_held_for_a_pipeline_are_refused(cluster, conn, own
         conn.execute("DROP TABLE public.decoy")
     assert conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0] == started
     assert queued(conn, backlog) == {}
+
+
+def test_sets_of_keys_are_split_and_each_key_processed_once(owner, conn):
+    """A statement of 2,500 rows and one of 999 (rows of one key, below the
+    set's 1,000): pipem counts the keys, not the rows; run_pipeline splits
+    the set in its transaction and embeds every key once; a Background
+    worker (the pipelined claim) does the same with the next statement's."""
+    role, user = owner
+    user.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
+    create_pipeline(user, source="src")
+    backlog = backlog_of(user)
+    user.execute("INSERT INTO src SELECT g, 'text ' || g FROM generate_series(1, 2500) g")
+    user.execute("INSERT INTO src SELECT g, 'text ' || g FROM generate_series(2501, 3499) g")
+    assert backlog_rows(user, backlog) == (999, 1)
+    pending = 'SELECT "table: unprocessed rows" FROM aidb.pipem WHERE pipeline = %s'
+    assert user.execute(pending, ("p",)).fetchone() == (3499,)
+    user.execute("SELECT aidb.run_pipeline('p')")
+    assert backlog_rows(user, backlog) == (0, 0)
+    destination = user.execute("SELECT destination FROM aidb.pipeline_registry "
+                               "WHERE name = 'p'").fetchone()[0]
+    embedded = f"SELECT count(*), count(DISTINCT source_key) FROM {destination}"
+    assert user.execute(embedded).fetchone() == (3499, 3499)
+    user.execute("SELECT aidb.update_pipeline('p', auto_processing => 'Background')")
+    user.execute("INSERT INTO src SELECT g, 'text ' || g FROM generate_series(3500, 6000) g")
+    wait_for(lambda: user.execute(embedded).fetchone() == (6000, 6000), timeout=120,
+             message="the Background worker to embed the second set")
+    wait_for(lambda: backlog_rows(user, backlog) == (0, 0), message="an empty backlog")

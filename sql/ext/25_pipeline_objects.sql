@@ -1,10 +1,12 @@
 -- aidb extension script, part 25: the objects each pipeline has besides its
 -- registry row (docs/architecture.md, "Data" and "Security model").
 --
---   aidb._backlog_<id>   keys waiting to be processed; no unique key and no
---                        index: capture only appends, batches claim rows by
---                        ctid. Belongs to aidb; the pipeline owner may add
---                        and remove rows, never change the table.
+--   aidb._backlog_<id>   keys waiting to be processed, one per row (key) or,
+--                        from a large INSERT, many in an array (keys); no
+--                        unique key and no index: capture only appends,
+--                        batches claim rows by ctid. Belongs to aidb; the
+--                        pipeline owner may add and remove rows, never
+--                        change the table.
 --   aidb._state_<id>     one row per key: the hash of the content the
 --                        destination was built from (NULL while a batch
 --                        holds a new key). Its row lock is the key's lock;
@@ -178,8 +180,11 @@ DECLARE
     state   text := format('aidb.%I', '_state_' || p.id);
     owner   text := quote_ident(pg_get_userbyid(p.owner_role));
 BEGIN
-    EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s%s NOT NULL, '
-                   'queued_at timestamptz NOT NULL DEFAULT now())', backlog, key_type, key_collation);
+    -- A row holds one key, or (key NULL) the array `keys` of a statement's
+    -- capture of many (src/capture.c), which a claim splits into rows of one.
+    EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s%s, '
+                   'queued_at timestamptz NOT NULL DEFAULT now(), keys %s[]%s)',
+                   backlog, key_type, key_collation, key_type, key_collation);
     -- lease: the token of the worker connection whose batch holds the key
     -- between its claim and its write (python/aidb/pipeline/leases.py).
     EXECUTE format('CREATE TABLE IF NOT EXISTS %s (key %s%s PRIMARY KEY, hash uuid, '
@@ -190,6 +195,9 @@ BEGIN
     EXECUTE format('ALTER TABLE %s OWNER TO %I', backlog, current_user);
     EXECUTE format('ALTER TABLE %s OWNER TO %I', state, current_user);
     EXECUTE format('DROP INDEX IF EXISTS aidb.%I', '_backlog_' || p.id || '_key');
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN key DROP NOT NULL', backlog);
+    EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS keys %s[]%s',
+                   backlog, key_type, key_collation);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN hash DROP NOT NULL', state);
     EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS lease int8', state);
     EXECUTE format('REVOKE ALL ON %s, %s FROM PUBLIC', backlog, state);

@@ -55,7 +55,17 @@ DECLARE
 BEGIN
     IF backlog IS NOT NULL AND has_table_privilege(backlog, 'SELECT') THEN
         BEGIN
-            EXECUTE format('SELECT count(DISTINCT key) FROM %s', backlog) INTO pending;
+            -- Keys of rows of one key and of rows holding sets. A pipeline
+            -- that ALTER EXTENSION UPDATE could not rebuild (its source gone)
+            -- keeps a backlog of 0.1.0's shape, without sets.
+            EXECUTE format(CASE WHEN EXISTS (SELECT FROM pg_attribute a
+                                             WHERE a.attrelid = backlog AND a.attname = 'keys'
+                                               AND NOT a.attisdropped)
+                                THEN 'SELECT count(DISTINCT k) FROM (SELECT key FROM %1$s '
+                                     'WHERE key IS NOT NULL UNION ALL SELECT unnest(keys) '
+                                     'FROM %1$s WHERE keys IS NOT NULL) AS b(k)'
+                                ELSE 'SELECT count(DISTINCT key) FROM %1$s' END,
+                           backlog) INTO pending;
         EXCEPTION WHEN lock_not_available THEN
             pending := NULL;
         END;

@@ -7,12 +7,23 @@ CREATE EXTENSION aidb;
 SET client_min_messages = warning;
 \set SHOW_CONTEXT never
 
--- The keys waiting in a pipeline's backlog, one row per backlog entry.
+-- The keys waiting in a pipeline's backlog, one row per key queued (a row of
+-- the backlog holds one key, or a set of them from an INSERT of 1,000 rows
+-- or more).
 CREATE FUNCTION queued(pipeline text) RETURNS TABLE (key text)
     LANGUAGE plpgsql AS $$
 BEGIN
-    RETURN QUERY EXECUTE format('SELECT key::text FROM aidb.%I ORDER BY key::text',
+    RETURN QUERY EXECUTE format('SELECT k::text FROM (SELECT key FROM aidb.%1$I WHERE key IS NOT NULL '
+                                'UNION ALL SELECT unnest(keys) FROM aidb.%1$I) AS b(k) ORDER BY 1',
                                 '_backlog_' || (SELECT id FROM aidb.pipeline_registry WHERE name = pipeline));
+END $$;
+-- Backlog rows of one key, and rows holding a set.
+CREATE FUNCTION backlog_rows(pipeline text, OUT single bigint, OUT sets bigint)
+    LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('SELECT count(key), count(keys) FROM aidb.%I',
+                   '_backlog_' || (SELECT id FROM aidb.pipeline_registry WHERE name = pipeline))
+        INTO single, sets;
 END $$;
 CREATE FUNCTION clear_backlog(pipeline text) RETURNS void
     LANGUAGE plpgsql AS $$
@@ -75,10 +86,12 @@ INSERT INTO notes VALUES (6, 'six again'), (9, 'nine')
 SELECT * FROM queued('notes_kb');
 SELECT clear_backlog('notes_kb');
 
--- A statement of many rows (past the bulk-insert threshold), and one that is
--- rolled back: the backlog follows the transaction.
+-- A statement of many rows (past the bulk-insert threshold: one backlog row
+-- holds the set of its keys), and one that is rolled back: the backlog
+-- follows the transaction.
 INSERT INTO notes SELECT g, 'bulk ' || g FROM generate_series(1000, 3499) g;
 SELECT count(*) AS queued, count(DISTINCT key) AS keys FROM queued('notes_kb');
+SELECT * FROM backlog_rows('notes_kb');
 BEGIN;
 INSERT INTO notes VALUES (10, 'rolled back');
 ROLLBACK;
@@ -181,5 +194,5 @@ SELECT * FROM capture_triggers('notes');
 
 -- Leave the database as the next test file expects it: without aidb.
 DROP TABLE notes, events;
-DROP FUNCTION queued, clear_backlog, capture_triggers;
+DROP FUNCTION queued, backlog_rows, clear_backlog, capture_triggers;
 DROP EXTENSION aidb;

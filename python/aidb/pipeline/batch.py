@@ -96,11 +96,23 @@ def claim_keys(db, queries, pipeline, cursor, pipelined=False):
     key), {key: stored hash} of the locked keys). `pipelined`: a pipelined
     worker's claim, which passes over rows of leased keys."""
     statement = queries.claim_unleased if pipelined else queries.claim
-    claimed = [dict(row, key=canonical_key(row["key"]))
-               for row in db.query(statement, cursor.tid, pipeline.batch_size)]
-    if not claimed:
-        return [], {}
-    cursor.advance([row["tid"] for row in claimed])
+    while True:
+        claimed = [dict(row, key=canonical_key(row["key"]))
+                   for row in db.query(statement, cursor.tid, pipeline.batch_size)]
+        if not claimed:
+            return [], {}
+        cursor.advance([row["tid"] for row in claimed])
+        sets = [row["tid"] for row in claimed if row["key"] is None]
+        if not sets:
+            break
+        # Rows holding sets of keys (a large INSERT's): their keys become rows
+        # of one key, visible to this transaction at once, wherever free
+        # space put them. Claimed now if this claim found nothing else.
+        db.execute(queries.split_key_sets, sets)
+        claimed = [row for row in claimed if row["key"] is not None]
+        if claimed:
+            break
+        cursor.rewind()
     return claimed, lock_keys(db, queries, list(dict.fromkeys(row["key"] for row in claimed)),
                               wait=False)
 

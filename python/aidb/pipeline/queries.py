@@ -73,6 +73,15 @@ class BatchQueries:
                     (SELECT s.lease OPERATOR(pg_catalog.=) ANY ({live})
                      FROM {state} AS s WHERE s.key {eq} b.key), false)
             LIMIT %s FOR UPDATE OF b SKIP LOCKED""")
+        # Claimed rows that hold a set of keys (key NULL: a large INSERT's
+        # capture, src/capture.c) become rows of one key each, in the claim's
+        # transaction: the set's row is gone exactly when its keys are rows.
+        self.split_key_sets = q("""
+            WITH sets AS (
+                DELETE FROM {backlog} WHERE ctid OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.tid[])
+                RETURNING keys, queued_at)
+            INSERT INTO {backlog} (key, queued_at)
+            SELECT u.k, sets.queued_at FROM sets, pg_catalog.unnest(sets.keys) AS u(k)""")
         # A key's lock is the row lock on its state row: row locks live in the
         # tuples, so a run holds any number of them without touching the lock
         # table. New keys get their row first (a NULL hash: nothing built yet);
@@ -139,7 +148,11 @@ class BatchQueries:
             WHERE st.key {eq} ANY (%s::{kt}[]) AND st.key {eq} u.k""")
         self.forget_state = q("DELETE FROM {state} WHERE key {eq} ANY (%s::{kt}[])")
         self.requeue = q("INSERT INTO {backlog} (key) SELECT pg_catalog.unnest(%s::{kt}[])")
-        self.pending_keys = q("SELECT pg_catalog.count(DISTINCT key) AS n FROM {backlog}")
+        self.pending_keys = q("""
+            SELECT pg_catalog.count(DISTINCT k) AS n FROM (
+                SELECT key FROM {backlog} WHERE key IS NOT NULL
+                UNION ALL SELECT pg_catalog.unnest(keys) FROM {backlog} WHERE keys IS NOT NULL
+            ) AS b(k)""")
         # O(1), unlike the count: what a worker asks after every batch.
         self.backlog_empty = q("SELECT NOT EXISTS (SELECT FROM {backlog}) AS empty")
         self.write_destination = sql("""
