@@ -20,13 +20,13 @@ run:
 - pgai: a vectorizer (its trigger and queue), its worker not running;
 - floor: no trigger; each statement also writes its keys into an unindexed
   table of the backlog's shape, in the same statement (a data-modifying
-  WITH). It is the least any capture that keeps keys in a table must add:
-  one row and its WAL per key. aidb's ratio next to it shows what capture
-  costs beyond that row.
+  WITH). It is the least a capture that keeps a row per key must add: one
+  row and its WAL per key (aidb writes a bulk insert's keys as one row of
+  an array, which its workers split).
 - triggers only: statement-level AFTER INSERT and UPDATE triggers with
-  transition tables, as aidb's, whose (PL/pgSQL) function does nothing: what
-  PostgreSQL's statement triggers cost before a capture writes anything. A
-  row-level trigger has no transition table but is called once per row
+  transition tables (as aidb's UPDATE trigger, and its INSERT trigger
+  before it became a row trigger), whose (PL/pgSQL) function does nothing:
+  what those triggers cost before a capture writes anything
   (docs/benchmarks.md, "Write overhead").
 
 Measured in each: pgbench single-row UPDATEs (a random row gets another
@@ -87,7 +87,7 @@ FLOOR_SCRIPTS = {
               "WITH added AS (INSERT INTO docs (body) SELECT body FROM pool WHERE k = :k "
               "RETURNING id) INSERT INTO changed_keys (key) SELECT id FROM added;\n",
 }
-# The trigger machinery alone: the transition tables aidb's triggers ask for.
+# The trigger machinery alone: statement triggers with transition tables.
 TRIGGERS_ONLY_SQL = (
     "CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$",
     "CREATE TRIGGER on_insert AFTER INSERT ON docs REFERENCING NEW TABLE AS new_rows "
