@@ -371,7 +371,8 @@ enqueue_key(CaptureTarget *target, Datum key)
 
 /*
  * Append `count` keys as one backlog row: (NULL, queued_at, keys). The
- * array is TOASTed (compressed, stored out of line) as any large value is.
+ * array goes out of line, uncompressed: the column's storage is EXTERNAL
+ * (aidb._create_bookkeeping says why).
  */
 static void
 enqueue_key_set(CaptureTarget *target, Datum *keys, int count)

@@ -19,8 +19,9 @@ For each bundled model, DIR/<model>/ receives:
 - `.stamp`: what the files were made from; a second run with the same
   inputs does nothing.
 
-The runtime side is `openvino_runtime.py` and `onnx_runtime.py`. docs/architecture.md, "The local
-model", says why the export happens here and not at run time.
+The runtime side is `openvino_runtime.py` and `onnx_runtime.py`.
+docs/architecture.md, "The local model", says why the export happens here
+and not at run time.
 """
 
 import argparse
