@@ -73,6 +73,41 @@ pending_keys_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* The held keys of a pipeline, or NULL. */
+static PendingKeys *
+find_pending_keys(int32 pipeline_id)
+{
+	for (PendingKeys *held = pending; held != NULL; held = held->next)
+	{
+		if (held->pipeline_id == pipeline_id)
+			return held;
+	}
+	return NULL;
+}
+
+/*
+ * Forget the held keys queued in subtransaction `subxact` or later (its
+ * children): those written, or those of a subtransaction that aborted.
+ */
+static void
+keep_keys_before(PendingKeys *held, SubTransactionId subxact)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < held->count; i++)
+	{
+		if (held->subxacts[i] < subxact)
+		{
+			held->keys[kept] = held->keys[i];
+			held->subxacts[kept] = held->subxacts[i];
+			kept++;
+		}
+	}
+	held->count = kept;
+	if (kept == 0)
+		MemoryContextReset(held->memory);
+}
+
 /* A subtransaction aborted: drop the keys it (or a child of it) queued. */
 static void
 pending_keys_subxact_callback(SubXactEvent event, SubTransactionId aborted,
@@ -85,33 +120,15 @@ pending_keys_subxact_callback(SubXactEvent event, SubTransactionId aborted,
 	 * children) are larger, and no other can have queued keys meanwhile.
 	 */
 	for (PendingKeys *held = pending; held != NULL; held = held->next)
-	{
-		int			kept = 0;
-
-		for (int i = 0; i < held->count; i++)
-		{
-			if (held->subxacts[i] < aborted)
-			{
-				held->keys[kept] = held->keys[i];
-				held->subxacts[kept] = held->subxacts[i];
-				kept++;
-			}
-		}
-		held->count = kept;
-	}
+		keep_keys_before(held, aborted);
 }
 
 /* The held keys of a pipeline, created empty on first use. */
 static PendingKeys *
 pending_keys_of(int32 pipeline_id, Oid key_type)
 {
-	PendingKeys *held;
+	PendingKeys *held = find_pending_keys(pipeline_id);
 
-	for (held = pending; held != NULL; held = held->next)
-	{
-		if (held->pipeline_id == pipeline_id)
-			break;
-	}
 	if (held == NULL)
 	{
 		if (!callbacks_registered)
@@ -188,16 +205,10 @@ int
 aidb_pending_keys_write(int32 pipeline_id, PendingKeysWriter write, void *arg)
 {
 	SubTransactionId current = GetCurrentSubTransactionId();
-	PendingKeys *held;
+	PendingKeys *held = find_pending_keys(pipeline_id);
 	Datum	   *chosen;
 	int			written = 0;
-	int			kept = 0;
 
-	for (held = pending; held != NULL; held = held->next)
-	{
-		if (held->pipeline_id == pipeline_id)
-			break;
-	}
 	if (held == NULL || held->count == 0)
 		return 0;
 	chosen = palloc(held->count * sizeof(Datum));
@@ -209,17 +220,6 @@ aidb_pending_keys_write(int32 pipeline_id, PendingKeysWriter write, void *arg)
 	if (written > 0)
 		write(arg, chosen, written, held->key_type);
 	pfree(chosen);
-	for (int i = 0; i < held->count; i++)
-	{
-		if (held->subxacts[i] < current)
-		{
-			held->keys[kept] = held->keys[i];
-			held->subxacts[kept] = held->subxacts[i];
-			kept++;
-		}
-	}
-	held->count = kept;
-	if (kept == 0)
-		MemoryContextReset(held->memory);
+	keep_keys_before(held, current);
 	return written;
 }

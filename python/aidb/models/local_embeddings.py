@@ -64,19 +64,27 @@ def _missing_packages(model_name, exc):
                                          "pip install 'aidb[local]'.")
 
 
+def _load_once(key, build):
+    """The process-wide instance that `key` (model, backend, device, ...)
+    names, made by `build()` on first use. Threads that its imports start
+    (numpy's BLAS pool, torch's) leave PostgreSQL's signals to the backend's
+    main thread."""
+    with _load_lock:
+        if key not in _loaded:
+            with postgres_signals_blocked():
+                _loaded[key] = build()
+        return _loaded[key]
+
+
 def load_sentence_transformer(model_name, device="cpu"):
     """The process-wide torch instance of a bundled model, loaded on first use."""
-    with _load_lock:
-        key = (model_name, "torch", device)
-        if key not in _loaded:
-            _quiet_offline_environment()
-            with postgres_signals_blocked():    # threads started by the imports
-                _loaded[key] = _sentence_transformer(model_name, device)
-        return _loaded[key]
+    return _load_once((model_name, "torch", device),
+                      lambda: _sentence_transformer(model_name, device))
 
 
 def _sentence_transformer(model_name, device):
     """A new torch instance of a bundled model."""
+    _quiet_offline_environment()
     try:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -100,22 +108,19 @@ def _torch_device(model_name, device, cuda_available):
 
 def load_onnx_encoder(model_name, quantized, device="auto", threads=None):
     """The process-wide ONNX Runtime instance of a bundled model."""
-    with _load_lock:
-        key = (model_name, "onnx-int8" if quantized else "onnx", device, threads)
-        if key not in _loaded:
-            with postgres_signals_blocked():    # threads started by the imports (numpy's)
-                _loaded[key] = _onnx_encoder(model_name, quantized, device, threads)
-        return _loaded[key]
+    return _load_once((model_name, "onnx-int8" if quantized else "onnx", device, threads),
+                      lambda: _onnx_encoder(model_name, quantized, device, threads))
 
 
 def _onnx_encoder(model_name, quantized, device, threads):
     """A new ONNX Runtime instance of a bundled model."""
     try:
         import onnxruntime
+        from .onnx_export import SETTINGS_FILE
         from .onnx_runtime import OnnxEncoder
     except ImportError as exc:
         raise _missing_packages(model_name, exc) from None
-    model_dir = _export_of(model_name, "settings.json")
+    model_dir = _export_of(model_name, SETTINGS_FILE)
     providers = _onnx_providers(model_name, device, onnxruntime.get_available_providers())
     return OnnxEncoder(model_dir, quantized=quantized, threads=threads, providers=providers)
 
@@ -126,12 +131,8 @@ def load_openvino_encoder(model_name, device="auto", threads=None):
         raise _cannot_load(model_name, 'device "cuda" is set, but backend "openvino" runs on '
                                        "the CPU only",
                            'Use "device": "auto" or "cpu", or "backend": "torch" on the GPU.')
-    with _load_lock:
-        key = (model_name, "openvino", device, threads)
-        if key not in _loaded:
-            with postgres_signals_blocked():    # threads started by the imports (numpy's)
-                _loaded[key] = _openvino_encoder(model_name, threads)
-        return _loaded[key]
+    return _load_once((model_name, "openvino", device, threads),
+                      lambda: _openvino_encoder(model_name, threads))
 
 
 def _openvino_encoder(model_name, threads):
@@ -148,9 +149,10 @@ def _export_of(model_name, required_file):
     """The install-time export's directory of `model_name`, which must hold
     `required_file` (an export made before that file existed lacks it)."""
     from .exported_model import exported_model_dir
+    from .onnx_export import SETTINGS_FILE
     model_dir = exported_model_dir(model_name)
     if not (model_dir / required_file).is_file():
-        missing = (f"no ONNX export in {model_dir}" if not (model_dir / "settings.json").is_file()
+        missing = (f"no ONNX export in {model_dir}" if not (model_dir / SETTINGS_FILE).is_file()
                    else f"the export in {model_dir} has no {required_file}")
         raise _cannot_load(model_name, missing,
                            "make install exports it; outside PostgreSQL run "
