@@ -263,3 +263,25 @@ def test_sets_of_keys_are_split_and_each_key_processed_once(owner, conn):
     wait_for(lambda: user.execute(embedded).fetchone() == (6000, 6000), timeout=120,
              message="the Background worker to embed the second set")
     wait_for(lambda: backlog_rows(user, backlog) == (0, 0), message="an empty backlog")
+
+
+def test_malformed_sets_the_owner_writes_are_consumed(owner):
+    """The pipeline's owner may add rows to its backlog (aidb grants it
+    INSERT). Rows that hold no key at all, a set with NULLs, an empty set and
+    keys with no source row must neither stop run_pipeline nor loop it: the
+    real keys are embedded once, the rest is consumed, the backlog ends empty."""
+    role, user = owner
+    user.execute("CREATE TABLE src (id int PRIMARY KEY, body text)")
+    create_pipeline(user, source="src")
+    backlog = backlog_of(user)
+    user.execute("INSERT INTO src VALUES (1, 'one'), (2, 'two')")
+    user.execute(f"""INSERT INTO {backlog} (key, keys) VALUES
+                     (NULL, NULL), (NULL, ARRAY[1, NULL, 2]), (NULL, '{{}}'),
+                     (NULL, ARRAY[NULL, NULL]::int[]), (NULL, ARRAY[99, 2])""")
+    user.execute("SELECT aidb.run_pipeline('p')")
+    assert backlog_rows(user, backlog) == (0, 0)
+    assert user.execute(f"SELECT count(*) FROM {backlog}").fetchone() == (0,)
+    destination = user.execute("SELECT destination FROM aidb.pipeline_registry "
+                               "WHERE name = 'p'").fetchone()[0]
+    assert user.execute(f"SELECT array_agg(DISTINCT source_key ORDER BY source_key) "
+                        f"FROM {destination}").fetchone()[0] == [1, 2]
